@@ -1,0 +1,127 @@
+"""`faas-accel cache ...`: run the NIC cache under gunicorn and talk to its admin API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+from typing import Any
+
+import click
+import requests
+
+from nic_cache.config import load_config_file
+from nic_cache.errors import NicCacheError
+from nic_cache.store import Store
+from nic_cache.units import format_size
+
+
+@click.group("cache")
+def cache() -> None:
+    """The NIC cache: an OCI pull-through mirror shared by every VM of the server."""
+
+
+@cache.command("serve")
+@click.option("--config", "config_path", default="nic-cache.yml", show_default=True,
+              type=click.Path(dir_okay=False), help="nic-cache.yml to load")
+@click.option("--bind", default=None, help="host:port, overrides `listen`")
+@click.option("--workers", type=click.IntRange(1), default=None, help="gunicorn worker processes")
+@click.option("--threads", type=click.IntRange(1), default=None, help="threads per worker")
+def serve(config_path: str, bind: str | None, workers: int | None, threads: int | None) -> None:
+    """Serve the registry mirror with gunicorn (threaded workers, several processes)."""
+    try:
+        config = load_config_file(config_path)
+        store = Store(config.data_dir, capacity=config.capacity, low_watermark=config.low_watermark)
+        store.recover()
+        store.close()
+    except NicCacheError as exc:
+        raise click.ClickException(str(exc)) from exc
+    metrics_dir = os.path.join(config.data_dir, "metrics")
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    os.makedirs(metrics_dir)
+    env = dict(os.environ)
+    env["NIC_CACHE_CONFIG"] = os.path.abspath(config_path)
+    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    argv = [
+        sys.executable, "-m", "gunicorn",
+        "-c", "python:nic_cache.gunicorn_conf",
+        "--bind", bind or config.listen,
+        "--workers", str(workers or config.workers),
+        "--threads", str(threads or config.threads),
+        "nic_cache.app:from_env()",
+    ]
+    os.execvpe(argv[0], argv, env)
+
+
+def _admin(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
+    base = (url or os.environ.get("NIC_CACHE_URL") or "http://127.0.0.1:5000").rstrip("/")
+    token = token or os.environ.get("NIC_CACHE_ADMIN_TOKEN")
+    return base, ({"Authorization": f"Bearer {token}"} if token else {})
+
+
+def _call(method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
+    try:
+        resp = requests.request(method, url, headers=headers, timeout=kw.pop("timeout", 30), **kw)
+    except requests.RequestException as exc:
+        raise click.ClickException(f"cannot reach the cache at {url}: {exc}") from exc
+    try:
+        body = resp.json()
+    except ValueError:
+        body = {"errors": [{"message": resp.text[:200]}]}
+    if resp.status_code >= 400 and resp.status_code != 502:
+        errs = body.get("errors") or [{}]
+        raise click.ClickException(
+            f"{resp.status_code}: {errs[0].get('code', '')} {errs[0].get('message', '')}".strip()
+        )
+    return body
+
+
+_url_opt = click.option("--url", default=None, help="cache URL [env NIC_CACHE_URL, http://127.0.0.1:5000]")
+_token_opt = click.option("--token", default=None, help="admin token [env NIC_CACHE_ADMIN_TOKEN]")
+
+
+@cache.command("prefetch")
+@click.argument("image")
+@click.option("--platform", "platforms", multiple=True, help="os/arch to fill from an index")
+@click.option("--wait", type=float, default=600, show_default=True, help="seconds to wait")
+@_url_opt
+@_token_opt
+def prefetch(image: str, platforms: tuple[str, ...], wait: float, url: str | None, token: str | None) -> None:
+    """Fill IMAGE into the cache (manifests and every blob)."""
+    base, headers = _admin(url, token)
+    body: dict[str, Any] = {"image": image, "wait": wait}
+    if platforms:
+        body["platforms"] = list(platforms)
+    res = _call("POST", f"{base}/api/v1/prefetch", headers, json=body, timeout=wait + 30)
+    click.echo(
+        f"{res['image']}: {res['state']} — {res['blobs_done']}/{res['blobs_total']} blobs, "
+        f"{format_size(res['bytes_done'])} of {format_size(res['bytes_total'])} "
+        f"({res['blobs_cached_before']} already cached) in {res['seconds']} s"
+    )
+    for err in res.get("errors", []):
+        click.echo(f"  error: {err}", err=True)
+    if res["state"] == "failed":
+        sys.exit(1)
+
+
+@cache.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="print JSON")
+@_url_opt
+@_token_opt
+def ls(as_json: bool, url: str | None, token: str | None) -> None:
+    """List cached images."""
+    base, headers = _admin(url, token)
+    res = _call("GET", f"{base}/api/v1/images", headers)
+    if as_json:
+        click.echo(json.dumps(res, indent=2))
+        return
+    rows = res["images"]
+    width = max([len(r["image"]) for r in rows] + [5])
+    click.echo(f"{'IMAGE':<{width}}  {'DIGEST':<19}  {'SIZE':>10}  BLOBS  PINNED")
+    for r in rows:
+        click.echo(
+            f"{r['image']:<{width}}  {r['digest'][:19]}  {format_size(r['bytes_stored']):>10}  "
+            f"{r['blobs_stored']}/{r['blobs_known']:<3}  {'yes' if r['pinned'] else 'no'}"
+        )
+

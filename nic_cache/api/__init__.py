@@ -1,0 +1,1 @@
+"""Flask blueprints: the registry API and the admin API."""

@@ -1,0 +1,266 @@
+"""Single-flight fills shared by every thread of every gunicorn worker.
+
+One leader per digest, elected with `flock` on `tmp/<hex>.lock` (the kernel releases it if
+the leader dies, so a crash never wedges a digest). The leader opens the upstream, creates a
+unique `tmp/<hex>.<pid>.<rand>.part`, publishes it in `tmp/<hex>.fill` (JSON, written by
+rename) and copies upstream bytes into it from a background thread while hashing. Only when
+sha256 and size match is the part file renamed into the store; then the lock is released.
+
+Every reader — the leader's own client included — streams from the part file as it grows.
+The last byte of every response is held back until the blob is verified and in the store,
+so a fill that fails (upstream died, bytes corrupt, leader crashed) ends every reader's
+response short: no client ever sees a complete-looking 200 for bytes that were not checked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from .errors import FillAborted, NicCacheError, UpstreamUnavailable
+from .reference import digest_hex
+from .store import Store, new_temp
+from .upstream import BlobStream
+
+log = logging.getLogger(__name__)
+CHUNK = 1 << 20
+POLL_MIN, POLL_MAX = 0.002, 0.05
+
+
+@dataclass(frozen=True)
+class Fill:
+    """A fill in progress, as published by its leader."""
+
+    path: str
+    size: int | None
+    media_type: str | None
+
+
+class Fills:
+    """Start or join fills; see the module docstring for the protocol."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        wait_timeout: float = 120.0,
+        on_fetched: Callable[[int], None] = lambda n: None,
+        on_inflight: Callable[[int], None] = lambda d: None,
+        on_done: Callable[[], None] = lambda: None,
+    ) -> None:
+        self.store = store
+        self.tmp = store.tmp_dir
+        self.wait_timeout = wait_timeout
+        self._on_fetched = on_fetched
+        self._on_inflight = on_inflight
+        self._on_done = on_done
+        self._threads: set[threading.Thread] = set()
+
+    def _lock_path(self, digest: str) -> str:
+        return os.path.join(self.tmp, f"{digest_hex(digest)}.lock")
+
+    def _pointer_path(self, digest: str) -> str:
+        return os.path.join(self.tmp, f"{digest_hex(digest)}.fill")
+
+    def join(
+        self,
+        digest: str,
+        open_upstream: Callable[[], BlobStream],
+        media_type: str | None = None,
+    ) -> Fill | None:
+        """Lead or follow the fill of `digest`.
+
+        Returns the Fill to stream from, or None when the blob is already in the store.
+        Errors from `open_upstream` (BlobUnknown, UpstreamUnavailable, ...) propagate to the
+        caller that led; followers of a leader that failed to start try to lead themselves.
+        """
+        deadline = time.monotonic() + self.wait_timeout
+        delay = POLL_MIN
+        while True:
+            if self.store.stat(digest) is not None:
+                return None
+            lock_fd = os.open(self._lock_path(digest), os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(lock_fd)
+                fill = self._published(digest)
+                if fill is not None:
+                    return fill
+            else:
+                return self._lead(digest, lock_fd, open_upstream, media_type)
+            if time.monotonic() > deadline:
+                raise UpstreamUnavailable(f"timed out waiting for the fill of {digest} to start")
+            time.sleep(delay)
+            delay = min(delay * 2, POLL_MAX)
+
+    def _published(self, digest: str) -> Fill | None:
+        try:
+            with open(self._pointer_path(digest), encoding="utf-8") as fh:
+                data = json.load(fh)
+        except (FileNotFoundError, ValueError):
+            return None
+        if not os.path.exists(data["path"]):
+            return None
+        return Fill(data["path"], data["size"], data.get("media_type"))
+
+    def _lead(
+        self,
+        digest: str,
+        lock_fd: int,
+        open_upstream: Callable[[], BlobStream],
+        media_type: str | None,
+    ) -> Fill | None:
+        try:
+            if self.store.stat(digest) is not None:  # finished between our check and the lock
+                os.close(lock_fd)
+                return None
+            self._clear_stale(digest)
+            upstream = open_upstream()
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        try:
+            fd, path = new_temp(self.tmp, digest_hex(digest))
+            fill = Fill(path, upstream.size, media_type)
+            pointer = self._pointer_path(digest)
+            tmp_pointer = f"{pointer}.{os.getpid()}.{threading.get_ident()}"
+            with open(tmp_pointer, "w", encoding="utf-8") as fh:
+                json.dump({"path": path, "size": fill.size, "media_type": media_type}, fh)
+            os.rename(tmp_pointer, pointer)
+        except BaseException:
+            upstream.close()
+            os.close(lock_fd)
+            raise
+        thread = threading.Thread(
+            target=self._copy,
+            args=(digest, fill, fd, lock_fd, upstream),
+            name=f"fill-{digest_hex(digest)[:12]}",
+            daemon=True,
+        )
+        self._threads.add(thread)
+        self._on_inflight(+1)
+        thread.start()
+        return fill
+
+    def _clear_stale(self, digest: str) -> None:
+        """Remove what a crashed leader left for this digest (we hold the lock)."""
+        hexd = digest_hex(digest)
+        for name in os.listdir(self.tmp):
+            if name.startswith(f"{hexd}.") and (name.endswith(".part") or ".fill" in name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.tmp, name))
+
+    def _copy(self, digest: str, fill: Fill, fd: int, lock_fd: int, upstream: BlobStream) -> None:
+        h = hashlib.sha256()
+        written = 0
+        try:
+            try:
+                with os.fdopen(fd, "wb", buffering=0) as out:
+                    for chunk in upstream.chunks():
+                        h.update(chunk)
+                        view = memoryview(chunk)
+                        while view:
+                            n = out.write(view)
+                            view = view[n:]
+                        written += len(chunk)
+                        self._on_fetched(len(chunk))
+            finally:
+                upstream.close()
+            if fill.size is not None and written < fill.size:
+                raise UpstreamUnavailable(
+                    f"upstream closed the blob after {written} of {fill.size} bytes"
+                )
+            self.store.commit_verified(fill.path, digest, fill.size, fill.media_type, h.hexdigest(), written)
+            try:
+                self.store.evict()
+            except NicCacheError:
+                log.exception("eviction after the fill of %s failed", digest)
+        except Exception as exc:
+            log.warning("fill of %s failed after %d bytes: %s", digest, written, exc)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(fill.path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._pointer_path(digest))
+            os.close(lock_fd)  # releases the flock: followers now see the outcome
+            self._on_inflight(-1)
+            self._on_done()
+            self._threads.discard(threading.current_thread())
+
+    def _leader_gone(self, digest: str) -> bool:
+        fd = os.open(self._lock_path(digest), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)
+        return True
+
+    def stream(self, digest: str, fill: Fill, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes [start, end) of a fill as they land, the last one only once verified.
+
+        Raises FillAborted if the fill fails or is superseded.
+        """
+        final = self.store.blob_path(digest)
+        try:
+            fd = os.open(fill.path, os.O_RDONLY)
+        except FileNotFoundError:
+            fd = -1
+        offset = start
+        limit = end if end is not None else fill.size
+        delay = POLL_MIN
+        try:
+            while True:
+                hold = (limit - 1) if limit is not None else None
+                want = CHUNK if hold is None else min(CHUNK, hold - offset)
+                data = os.pread(fd, want, offset) if fd >= 0 and want > 0 else b""
+                if data:
+                    offset += len(data)
+                    delay = POLL_MIN
+                    yield data
+                    continue
+                if os.path.exists(final):
+                    yield from _read_file(final, offset, limit)
+                    return
+                if self._leader_gone(digest) or self._superseded(digest, fill):
+                    if os.path.exists(final):
+                        yield from _read_file(final, offset, limit)
+                        return
+                    raise FillAborted(f"the upstream fill of {digest} failed; try again")
+                time.sleep(delay)
+                delay = min(delay * 2, POLL_MAX)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+
+    def _superseded(self, digest: str, fill: Fill) -> bool:
+        current = self._published(digest)
+        return current is not None and current.path != fill.path
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait for this process's fill threads (tests and shutdown)."""
+        for thread in list(self._threads):
+            thread.join(timeout)
+
+
+def _read_file(path: str, offset: int, limit: int | None) -> Iterator[bytes]:
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        while limit is None or offset < limit:
+            data = fh.read(CHUNK if limit is None else min(CHUNK, limit - offset))
+            if not data:
+                if limit is not None:
+                    raise FillAborted(f"{path} ended at {offset} of {limit} bytes")
+                return
+            offset += len(data)
+            yield data

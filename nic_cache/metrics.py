@@ -1,0 +1,89 @@
+"""Prometheus metrics, in prometheus_client's multiprocess mode under gunicorn.
+
+When `PROMETHEUS_MULTIPROC_DIR` is set (the `cache serve` command sets it before gunicorn
+starts), every worker writes its samples to files there and `/metrics` aggregates them.
+Without it (tests, a single process), metrics live in a per-app registry. Store usage is
+read from the index at scrape time, so every worker reports the same truth.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+class StoreCollector(Collector):
+    """Store usage and capacity, read from the index on each scrape."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        used, count = self.store.usage()
+        yield GaugeMetricFamily("nic_cache_store_bytes", "Bytes of verified content stored", value=used)
+        yield GaugeMetricFamily("nic_cache_store_blobs", "Blobs and manifests stored", value=count)
+        yield GaugeMetricFamily(
+            "nic_cache_capacity_bytes", "Byte budget of the store (0: unlimited)",
+            value=self.store.capacity,
+        )
+
+
+class Metrics:
+    """The cache's metrics; one instance per process."""
+
+    def __init__(self, store: Store) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        own = None if self.multiprocess else CollectorRegistry()
+        self.store = store
+        self._own = own
+        self.requests = Counter(
+            "nic_cache_requests", "Registry requests", ["kind", "method", "status"], registry=own
+        )
+        self.hits = Counter("nic_cache_hits", "Requests served from the store", ["kind"], registry=own)
+        self.misses = Counter("nic_cache_misses", "Requests that went upstream", ["kind"], registry=own)
+        self.bytes_served = Counter("nic_cache_served_bytes", "Bytes sent to clients", registry=own)
+        self.bytes_upstream = Counter(
+            "nic_cache_upstream_bytes", "Blob bytes fetched from upstreams", registry=own
+        )
+        self.fills_in_flight = Gauge(
+            "nic_cache_fills_in_flight", "Blob fills in progress", registry=own,
+            multiprocess_mode="livesum",
+        )
+        self.fills_failed = Counter("nic_cache_fills_failed", "Blob fills that failed", registry=own)
+
+    def registry(self) -> CollectorRegistry:
+        """A registry to scrape: this process's, or the aggregate of all workers."""
+        if self._own is not None:
+            reg = self._own
+            if not getattr(reg, "_nic_store", False):
+                reg.register(StoreCollector(self.store))
+                reg._nic_store = True  # type: ignore[attr-defined]
+            return reg
+        reg = CollectorRegistry()
+        multiprocess.MultiProcessCollector(reg)
+        reg.register(StoreCollector(self.store))
+        return reg
+
+    def exposition(self) -> bytes:
+        """The text format for `/metrics`."""
+        return generate_latest(self.registry())
+
+    def snapshot(self) -> dict[str, float]:
+        """Flat `{name{labels}: value}` of every sample, for `/api/v1/stats`."""
+        out: dict[str, float] = {}
+        for metric in self.registry().collect():
+            for s in metric.samples:
+                if s.name.endswith("_created"):
+                    continue
+                labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()) if k != "pid")
+                key = f"{s.name}{{{labels}}}" if labels else s.name
+                out[key] = out.get(key, 0.0) + s.value
+        return out

@@ -1,0 +1,34 @@
+"""The services an app instance wires together, kept in `app.extensions["nic_cache"]`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app
+
+from .config import Config
+from .fill import Fills
+from .metrics import Metrics
+from .prefetch import Prefetcher
+from .proxy import Mirror
+from .store import Store
+from .upstream import Upstreams
+
+
+@dataclass
+class Services:
+    """Everything a view needs; built once per process by `create_app`."""
+
+    config: Config
+    store: Store
+    upstreams: Upstreams
+    fills: Fills
+    mirror: Mirror
+    prefetcher: Prefetcher
+    metrics: Metrics
+
+
+def services() -> Services:
+    """The current app's services."""
+    svc: Services = current_app.extensions["nic_cache"]
+    return svc

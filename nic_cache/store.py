@@ -1,0 +1,436 @@
+"""The local store: content-addressed files on disk plus a SQLite index (WAL).
+
+Layout (DESIGN.md, Store)::
+
+    <data>/blobs/sha256/<2 hex>/<hex>   verified content, written only by rename
+    <data>/tmp/                         fills in progress (see fill.py)
+    <data>/index.sqlite                 sizes, media types, access times, hits, pins,
+                                        manifest -> blob edges, tags, pull log
+
+A file reaches `blobs/` only after its sha256 and size were checked, so the files are the
+truth and the index is a cache of facts about them: a row whose file vanished is dropped
+when noticed, and a file without a row is adopted. A crash therefore never breaks the index.
+Readers keep an open descriptor, so eviction can unlink a blob under a reader safely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from .errors import BlobUnknown, DigestMismatch, StoreError
+from .reference import digest_hex
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS blobs (
+    digest      TEXT PRIMARY KEY,
+    size        INTEGER NOT NULL,
+    media_type  TEXT,
+    created     REAL NOT NULL,
+    last_access REAL NOT NULL,
+    hits        INTEGER NOT NULL DEFAULT 0,
+    pinned      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS blobs_lru ON blobs (pinned, last_access);
+CREATE TABLE IF NOT EXISTS manifest_refs (
+    manifest TEXT NOT NULL,
+    child    TEXT NOT NULL,
+    PRIMARY KEY (manifest, child)
+);
+CREATE INDEX IF NOT EXISTS manifest_refs_child ON manifest_refs (child);
+CREATE TABLE IF NOT EXISTS tags (
+    upstream   TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    digest     TEXT NOT NULL,
+    media_type TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (upstream, repository, tag)
+);
+CREATE TABLE IF NOT EXISTS pulls (
+    ts         REAL NOT NULL,
+    image      TEXT NOT NULL,
+    digest     TEXT,
+    client     TEXT,
+    kind       TEXT NOT NULL DEFAULT 'pull'
+);
+CREATE INDEX IF NOT EXISTS pulls_ts ON pulls (ts);
+"""
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What the index knows about one stored blob."""
+
+    digest: str
+    size: int
+    media_type: str | None
+    last_access: float
+    hits: int
+    pinned: bool
+
+
+@dataclass(frozen=True)
+class TagEntry:
+    """A tag's digest as last seen upstream, and when."""
+
+    upstream: str
+    repository: str
+    tag: str
+    digest: str
+    media_type: str
+    fetched_at: float
+
+
+class BlobStore(Protocol):
+    """Content-addressed local storage."""
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        """The blob's info, or None when it is not stored (never raises BlobUnknown)."""
+
+    def open(self, digest: str) -> tuple[int, BlobInfo]:
+        """An open read-only descriptor and info; raises BlobUnknown when not stored."""
+
+    def commit_verified(
+        self, tmp_path: str, digest: str, size: int | None, media_type: str | None,
+        sha256_hex: str, actual_size: int,
+    ) -> BlobInfo:
+        """Rename a finished temp file into place if `sha256_hex`/`actual_size` (computed by
+        the writer) match digest and size; else remove it and raise DigestMismatch."""
+
+
+class Store:
+    """Blob files plus the SQLite index. Safe to share across threads and processes."""
+
+    def __init__(
+        self,
+        data_dir: str,
+        *,
+        capacity: int = 0,
+        low_watermark: float = 0.9,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.data_dir = data_dir
+        self.capacity = capacity
+        self.low_watermark = low_watermark
+        self.clock = clock
+        self.blob_dir = os.path.join(data_dir, "blobs", "sha256")
+        self.tmp_dir = os.path.join(data_dir, "tmp")
+        self.db_path = os.path.join(data_dir, "index.sqlite")
+        self._local = threading.local()
+        try:
+            os.makedirs(self.blob_dir, exist_ok=True)
+            os.makedirs(self.tmp_dir, exist_ok=True)
+            self._conn().executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"cannot open store at {data_dir}: {exc}") from exc
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or getattr(self._local, "pid", None) != os.getpid():
+            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.row_factory = sqlite3.Row
+            self._local.conn, self._local.pid = conn, os.getpid()
+        return conn
+
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        conn = self._conn()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
+        try:
+            return self._conn().execute(sql, tuple(args)).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"index query failed: {exc}") from exc
+
+    def close(self) -> None:
+        """Close this thread's index connection."""
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def blob_path(self, digest: str) -> str:
+        """Where a blob lives once verified."""
+        hexd = digest_hex(digest)
+        return os.path.join(self.blob_dir, hexd[:2], hexd)
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    def stat(self, digest: str) -> BlobInfo | None:
+        """The blob's info, or None when it is not stored."""
+        path = self.blob_path(digest)
+        rows = self._query("SELECT * FROM blobs WHERE digest = ?", (digest,))
+        exists = os.path.exists(path)
+        if rows and exists:
+            return _info(rows[0])
+        if rows:  # the file went away (evicted by hand, disk trouble): forget it
+            with self._db() as db:
+                db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+            return None
+        if exists:  # verified file without a row: a crash between rename and insert
+            return self._index(digest, os.path.getsize(path), None)
+        return None
+
+    def open(self, digest: str) -> tuple[int, BlobInfo]:
+        """Open a stored blob for reading and count the access; raises BlobUnknown."""
+        info = self.stat(digest)
+        if info is None:
+            raise BlobUnknown(f"blob {digest} is not cached", detail={"digest": digest})
+        try:
+            fd = os.open(self.blob_path(digest), os.O_RDONLY)
+        except FileNotFoundError as exc:
+            raise BlobUnknown(f"blob {digest} is not cached", detail={"digest": digest}) from exc
+        self.touch(digest)
+        return fd, info
+
+    def read_bytes(self, digest: str) -> tuple[bytes, BlobInfo]:
+        """A small stored blob (a manifest) in memory; raises BlobUnknown."""
+        fd, info = self.open(digest)
+        with os.fdopen(fd, "rb") as fh:
+            return fh.read(), info
+
+    def touch(self, digest: str) -> None:
+        """Record an access for LRU and hit counts."""
+        with self._db() as db:
+            db.execute(
+                "UPDATE blobs SET last_access = ?, hits = hits + 1 WHERE digest = ?",
+                (self.clock(), digest),
+            )
+
+    def commit_verified(
+        self,
+        tmp_path: str,
+        digest: str,
+        size: int | None,
+        media_type: str | None,
+        sha256_hex: str,
+        actual_size: int,
+    ) -> BlobInfo:
+        """Rename a temp file whose hash the caller computed while writing it."""
+        if f"sha256:{sha256_hex}" != digest or (size is not None and size != actual_size):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+            raise DigestMismatch(
+                f"content does not match {digest}: got sha256:{sha256_hex}, {actual_size} bytes"
+                + (f" (expected {size})" if size is not None else ""),
+                detail={"digest": digest},
+            )
+        final = self.blob_path(digest)
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        os.rename(tmp_path, final)
+        return self._index(digest, actual_size, media_type)
+
+    def put_bytes(self, digest: str, data: bytes, media_type: str | None) -> BlobInfo:
+        """Store small content (a manifest) after verifying it."""
+        sha = hashlib.sha256(data).hexdigest()
+        if f"sha256:{sha}" != digest:
+            raise DigestMismatch(
+                f"content does not match {digest}: got sha256:{sha}", detail={"digest": digest}
+            )
+        existing = self.stat(digest)
+        if existing is not None:
+            return existing
+        fd, tmp = _mkstemp(self.tmp_dir, digest_hex(digest))
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return self.commit_verified(tmp, digest, len(data), media_type, sha, len(data))
+
+    def _index(self, digest: str, size: int, media_type: str | None) -> BlobInfo:
+        now = self.clock()
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO blobs (digest, size, media_type, created, last_access) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET "
+                "media_type = COALESCE(excluded.media_type, media_type)",
+                (digest, size, media_type, now, now),
+            )
+            row = db.execute("SELECT * FROM blobs WHERE digest = ?", (digest,)).fetchone()
+        return _info(row)
+
+    def delete_blob(self, digest: str) -> bool:
+        """Remove a blob file and its row; open readers keep their bytes."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.blob_path(digest))
+        with self._db() as db:
+            cur = db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+            db.execute("DELETE FROM manifest_refs WHERE manifest = ?", (digest,))
+        return cur.rowcount > 0
+
+    def set_pinned(self, digests: Iterable[str], pinned: bool) -> None:
+        """Pin (never evict) or unpin blobs."""
+        with self._db() as db:
+            db.executemany(
+                "UPDATE blobs SET pinned = ? WHERE digest = ?", [(int(pinned), d) for d in digests]
+            )
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes, blob count) in the store."""
+        row = self._query("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM blobs")[0]
+        return int(row[0]), int(row[1])
+
+    def recover(self) -> list[str]:
+        """At start-up, before any worker runs: drop what crashed fills left in tmp/."""
+        removed = []
+        for name in os.listdir(self.tmp_dir):
+            if not name.endswith(".lock"):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    os.unlink(os.path.join(self.tmp_dir, name))
+                    removed.append(name)
+        return removed
+
+    # -- manifests and tags ---------------------------------------------------------------
+
+    def link_manifest(self, manifest: str, children: Iterable[str]) -> None:
+        """Record which blobs and child manifests a manifest needs."""
+        with self._db() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO manifest_refs (manifest, child) VALUES (?, ?)",
+                [(manifest, c) for c in children],
+            )
+
+    def children(self, manifest: str) -> list[str]:
+        """What a stored manifest references (its config, layers, or child manifests)."""
+        rows = self._query("SELECT child FROM manifest_refs WHERE manifest = ?", (manifest,))
+        return [r[0] for r in rows]
+
+    def closure(self, manifest: str) -> list[str]:
+        """The manifest and everything it references, transitively."""
+        seen: dict[str, None] = {}
+        todo = [manifest]
+        while todo:
+            d = todo.pop()
+            if d not in seen:
+                seen[d] = None
+                todo.extend(self.children(d))
+        return list(seen)
+
+    def get_tag(self, upstream: str, repository: str, tag: str) -> TagEntry | None:
+        """The cached digest of a tag, or None."""
+        rows = self._query(
+            "SELECT * FROM tags WHERE upstream = ? AND repository = ? AND tag = ?",
+            (upstream, repository, tag),
+        )
+        return TagEntry(**dict(rows[0])) if rows else None
+
+    def set_tag(self, upstream: str, repository: str, tag: str, digest: str, media_type: str) -> None:
+        """Remember a tag's digest as just confirmed upstream."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "digest = excluded.digest, media_type = excluded.media_type, "
+                "fetched_at = excluded.fetched_at",
+                (upstream, repository, tag, digest, media_type, self.clock()),
+            )
+
+    def tags(self, upstream: str | None = None, repository: str | None = None) -> list[TagEntry]:
+        """Every cached tag, optionally of one upstream/repository."""
+        sql, args = "SELECT * FROM tags WHERE 1=1", []
+        if upstream is not None:
+            sql, args = sql + " AND upstream = ?", [*args, upstream]
+        if repository is not None:
+            sql, args = sql + " AND repository = ?", [*args, repository]
+        return [TagEntry(**dict(r)) for r in self._query(sql + " ORDER BY 1, 2, 3", args)]
+
+    def delete_tag(self, upstream: str, repository: str, tag: str) -> None:
+        """Forget a tag."""
+        with self._db() as db:
+            db.execute(
+                "DELETE FROM tags WHERE upstream = ? AND repository = ? AND tag = ?",
+                (upstream, repository, tag),
+            )
+
+    def referenced_elsewhere(self, digests: Iterable[str], excluding_tags: set[tuple[str, str, str]]) -> set[str]:
+        """Which of `digests` are still needed by some tag other than `excluding_tags`."""
+        keep: set[str] = set()
+        for entry in self.tags():
+            if (entry.upstream, entry.repository, entry.tag) not in excluding_tags:
+                keep.update(self.closure(entry.digest))
+        return keep & set(digests)
+
+    # -- pull log -------------------------------------------------------------------------
+
+    def log_pull(self, image: str, digest: str | None, client: str | None, kind: str = "pull") -> None:
+        """Record a manifest pull or a deploy event for popularity."""
+        with self._db() as db:
+            db.execute(
+                "INSERT INTO pulls (ts, image, digest, client, kind) VALUES (?, ?, ?, ?, ?)",
+                (self.clock(), image, digest, client, kind),
+            )
+
+    def pulls(self, since: float = 0.0) -> list[sqlite3.Row]:
+        """The pull log since a time."""
+        return self._query("SELECT * FROM pulls WHERE ts >= ? ORDER BY ts", (since,))
+
+    # -- eviction -------------------------------------------------------------------------
+
+    def evict(self) -> list[str]:
+        """LRU eviction: when over capacity, drop least recently used unpinned blobs down to
+        the low watermark. One process evicts at a time; others skip. Returns what went."""
+        if self.capacity <= 0:
+            return []
+        used, _ = self.usage()
+        if used <= self.capacity:
+            return []
+        lock_fd = os.open(os.path.join(self.tmp_dir, "evict.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return []
+            target = int(self.capacity * self.low_watermark)
+            used, _ = self.usage()
+            victims = []
+            for row in self._query(
+                "SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, created"
+            ):
+                if used <= target:
+                    break
+                victims.append(row[0])
+                used -= row[1]
+            for digest in victims:
+                self.delete_blob(digest)
+            return victims
+        finally:
+            os.close(lock_fd)
+
+
+def _info(row: sqlite3.Row) -> BlobInfo:
+    return BlobInfo(
+        digest=row["digest"],
+        size=row["size"],
+        media_type=row["media_type"],
+        last_access=row["last_access"],
+        hits=row["hits"],
+        pinned=bool(row["pinned"]),
+    )
+
+
+def _mkstemp(directory: str, prefix: str) -> tuple[int, str]:
+    name = os.path.join(directory, f"{prefix}.{os.getpid()}.{os.urandom(6).hex()}.part")
+    return os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644), name
+
+
+def new_temp(directory: str, prefix: str) -> tuple[int, str]:
+    """Create a unique temp file for a fill; returns (write fd, path)."""
+    return _mkstemp(directory, prefix)
