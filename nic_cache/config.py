@@ -208,7 +208,7 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
     if not isinstance(tls_verify, bool):
         raise ConfigError(f"{loc}: upstreams.{host}.tls_verify: must be true or false")
     return UpstreamConfig(
-        url=url.rstrip("/"),
+        url=str(url).rstrip("/"),
         username=None if user is None else str(user),
         password=None if password is None else str(password),
         tls_verify=tls_verify,
@@ -217,7 +217,7 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
 
 def _listen(value: Any) -> str:
     text = str(value)
-    host, sep, port = text.rpartition(":")
+    _, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ValueError(f"need host:port, got {text!r}")
     return text

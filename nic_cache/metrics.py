@@ -68,7 +68,7 @@ class Metrics:
                 reg._nic_store = True  # type: ignore[attr-defined]
             return reg
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg)
+        multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]
         reg.register(StoreCollector(self.store))
         return reg
 

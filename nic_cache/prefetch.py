@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from .errors import NameUnknown, NicCacheError
-from .manifest import Descriptor, parse_manifest, select_platforms
+from .manifest import Descriptor, ParsedManifest, parse_manifest, select_platforms
 from .proxy import BlobHit, Mirror
 from .reference import Route, parse_image
 
@@ -83,12 +83,12 @@ class Prefetcher:
             progress.digest = top.digest
             parsed = parse_manifest(top.body, top.media_type)
             progress.manifests = 1
-            images = [parsed]
+            images: list[ParsedManifest] = [parsed]
             if parsed.is_index:
                 images = []
                 for child in select_platforms(parsed, wanted):
-                    m = self.mirror.manifest(route, child.digest)
-                    images.append(parse_manifest(m.body, m.media_type))
+                    child_manifest = self.mirror.manifest(route, child.digest)
+                    images.append(parse_manifest(child_manifest.body, child_manifest.media_type))
                     progress.manifests += 1
             blobs: dict[str, Descriptor] = {}
             for m in images:

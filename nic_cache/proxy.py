@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .config import Config
-from .errors import BlobUnknown, DigestMismatch, ManifestUnknown, UpstreamUnavailable
+from .errors import BlobUnknown, DigestMismatch, UpstreamUnavailable
 from .fill import Fill, Fills
 from .manifest import ALL_TYPES, accepts, parse_manifest
 from .reference import Route, is_digest, resolve_route

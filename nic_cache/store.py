@@ -345,7 +345,7 @@ class Store:
 
     def tags(self, upstream: str | None = None, repository: str | None = None) -> list[TagEntry]:
         """Every cached tag, optionally of one upstream/repository."""
-        sql, args = "SELECT * FROM tags WHERE 1=1", []
+        sql, args = "SELECT * FROM tags WHERE 1=1", list[str]()
         if upstream is not None:
             sql, args = sql + " AND upstream = ?", [*args, upstream]
         if repository is not None:
@@ -360,7 +360,9 @@ class Store:
                 (upstream, repository, tag),
             )
 
-    def referenced_elsewhere(self, digests: Iterable[str], excluding_tags: set[tuple[str, str, str]]) -> set[str]:
+    def referenced_elsewhere(
+        self, digests: Iterable[str], excluding_tags: set[tuple[str, str, str]]
+    ) -> set[str]:
         """Which of `digests` are still needed by some tag other than `excluding_tags`."""
         keep: set[str] = set()
         for entry in self.tags():

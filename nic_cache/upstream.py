@@ -114,6 +114,11 @@ class Upstream:
 
     # -- auth -----------------------------------------------------------------------------
 
+    def _basic(self) -> tuple[str, str] | None:
+        if self.cfg.username is None or self.cfg.password is None:
+            return None
+        return (self.cfg.username, self.cfg.password)
+
     def _auth_header(self, scope: str) -> dict[str, str]:
         with self._lock:
             token = self._tokens.get(scope)
@@ -122,13 +127,14 @@ class Upstream:
         return {}
 
     def _fetch_token(self, challenge: WWWAuthenticate, scope: str) -> None:
-        realm = challenge.get("realm")
+        realm = challenge.get("realm") or ""
         if not realm:
             raise Unauthorized(f"upstream {self.name} sent a Bearer challenge without realm")
         params = {"scope": scope}
-        if challenge.get("service"):
-            params["service"] = challenge["service"]
-        auth = (self.cfg.username, self.cfg.password) if self.cfg.username else None
+        service = challenge.get("service")
+        if service:
+            params["service"] = service
+        auth = self._basic()
         try:
             resp = self.session.get(realm, params=params, auth=auth, timeout=self.timeout)
         except requests.RequestException as exc:
@@ -163,7 +169,7 @@ class Upstream:
         """
         url = f"{self.cfg.url}/v2/{repository}/{path}" if repository else f"{self.cfg.url}/v2/"
         scope = f"repository:{repository}:pull"
-        basic = (self.cfg.username, self.cfg.password) if self.cfg.username else None
+        basic = self._basic()
         use_basic = False
         for attempt in range(2):
             hdrs = dict(headers or {})

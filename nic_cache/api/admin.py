@@ -6,7 +6,7 @@ import hmac
 from dataclasses import asdict
 from typing import Any
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..errors import NameInvalid, Unauthorized
 from ..images import delete_image, list_images
@@ -54,21 +54,21 @@ def prefetch() -> tuple[Response, int]:
         image, platforms=tuple(platforms) if platforms else None, wait=float(wait)
     )
     status = {"done": 200, "running": 202}.get(progress.state, 502)
-    return current_app.json.response(progress.as_dict()), status
+    return jsonify(progress.as_dict()), status
 
 
 @bp.get("/images")
 def images() -> Response:
     """Every cached image with how much of it is stored."""
     out = [{**asdict(i), "complete": i.complete} for i in list_images(services().store)]
-    return current_app.json.response({"images": out})
+    return jsonify({"images": out})
 
 
 @bp.delete("/images/<path:ref>")
 def delete(ref: str) -> Response:
     """Forget an image and delete the blobs no other cached image needs."""
     gone = delete_image(services().store, parse_image(ref))
-    return current_app.json.response({"deleted": gone})
+    return jsonify({"deleted": gone})
 
 
 @bp.get("/stats")
@@ -76,7 +76,7 @@ def stats() -> Response:
     """Store usage and the request counters of all workers."""
     svc = services()
     used, count = svc.store.usage()
-    return current_app.json.response({
+    return jsonify({
         "store": {"bytes": used, "blobs": count, "capacity": svc.config.capacity},
         "metrics": svc.metrics.snapshot(),
     })
@@ -85,7 +85,7 @@ def stats() -> Response:
 @bp.post("/evict")
 def evict() -> Response:
     """Run LRU eviction now."""
-    return current_app.json.response({"evicted": services().store.evict()})
+    return jsonify({"evicted": services().store.evict()})
 
 
 @bp.post("/events/deploy")
@@ -98,14 +98,14 @@ def deploy_event() -> Response:
     ref = parse_image(image)
     vm = data.get("vm") or request.remote_addr
     services().store.log_pull(str(ref), ref.digest, str(vm) if vm else None, kind="deploy")
-    return current_app.json.response({"recorded": str(ref)})
+    return jsonify({"recorded": str(ref)})
 
 
 @ops.get("/healthz")
 def healthz() -> Response:
     """Liveness: the index answers."""
     used, _ = services().store.usage()
-    return current_app.json.response({"status": "ok", "store_bytes": used})
+    return jsonify({"status": "ok", "store_bytes": used})
 
 
 @ops.get("/metrics")

@@ -6,7 +6,7 @@ import os
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, jsonify, request
 
 from ..errors import RangeNotSatisfiable, Unsupported
 from ..proxy import BlobHit
@@ -21,7 +21,7 @@ CHUNK = 1 << 20
 @bp.route("/v2/", methods=["GET", "HEAD"])
 def base() -> Response:
     """The API version check every client starts with."""
-    return current_app.json.response({}) if request.method == "GET" else Response(status=200)
+    return jsonify({}) if request.method == "GET" else Response(status=200)
 
 
 @bp.route("/v2/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
@@ -81,7 +81,7 @@ def _blob(svc: Services, route: Route, digest: str) -> Response:
         if isinstance(got, BlobHit):
             os.close(got.fd)
         raise
-    if status == 206:
+    if status == 206 and end is not None:
         headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     if isinstance(got, BlobHit):
         body = _file_body(got.fd, start, end)
@@ -115,11 +115,12 @@ def _file_body(fd: int, start: int, end: int | None) -> Iterable[bytes]:
     fh.seek(start)
     wrapper = request.environ.get("wsgi.file_wrapper")
     if wrapper is not None:  # gunicorn: sendfile(2) of exactly Content-Length bytes
-        return wrapper(fh, CHUNK)
+        wrapped: Iterable[bytes] = wrapper(fh, CHUNK)
+        return wrapped
     return _limited(fh, start, end)
 
 
-def _limited(fh: object, start: int, end: int | None) -> Iterator[bytes]:
+def _limited(fh: BinaryIO, start: int, end: int | None) -> Iterator[bytes]:
     with fh:
         left = None if end is None else end - start
         while left is None or left > 0:
@@ -140,7 +141,7 @@ def _counted(svc: Services, chunks: Iterator[bytes]) -> Iterator[bytes]:
 def _tags(svc: Services, route: Route) -> Response:
     params = {k: request.args[k] for k in ("n", "last") if k in request.args}
     body, link = svc.mirror.tags(route, params)
-    resp = current_app.json.response(body)
+    resp = jsonify(body)
     resp.headers.update(API_VERSION)
     if link:
         resp.headers["Link"] = link
