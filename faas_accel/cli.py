@@ -6,6 +6,7 @@ import click
 
 from . import __version__
 from .cache_cli import cache
+from .mirror_config_cli import mirror_config
 
 
 @click.group()
@@ -15,3 +16,8 @@ def main() -> None:
 
 
 main.add_command(cache)
+main.add_command(mirror_config)
+
+
+if __name__ == "__main__":
+    main()
