@@ -1,0 +1,1 @@
+"""Reusable helpers for integration tests: processes, OCI images, registries, runtimes."""
