@@ -83,6 +83,10 @@ class TcpProxy:
         for s in conns:
             try:
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+                s.shutdown(socket.SHUT_RDWR)  # wakes the pump thread blocked in recv()
+            except OSError:
+                pass
+            try:
                 s.close()
             except OSError:
                 pass
