@@ -1,0 +1,85 @@
+"""`faas-accel hook serve`: the hook under gunicorn."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+
+@click.group("hook")
+def hook() -> None:
+    """The OpenFaaS image hook (a faas-provider API proxy)."""
+
+
+@hook.command("serve")
+@click.option(
+    "--provider", required=True, help="faas-provider URL the hook fronts, e.g. http://127.0.0.1:8081"
+)
+@click.option("--cache", "cache_url", default=None, help="NIC cache URL (omit: plain proxy, no acceleration)")
+@click.option("--token", default=None, envvar="NIC_CACHE_ADMIN_TOKEN", help="NIC cache admin token")
+@click.option(
+    "--bind",
+    "binds",
+    multiple=True,
+    default=["0.0.0.0:8080"],
+    show_default=True,
+    help="address to serve the provider API on (repeatable)",
+)
+@click.option(
+    "--local-registry",
+    default=None,
+    help="also serve /v2/ here (e.g. 127.0.0.1:5000) and rewrite images to it (faasd pulls plain "
+    "HTTP only from localhost)",
+)
+@click.option(
+    "--mirror-host", default=None, help="host:port written into rewritten images (default: the cache's)"
+)
+@click.option(
+    "--prefetch-wait",
+    type=float,
+    default=120,
+    show_default=True,
+    help="seconds a deploy waits for its prefetch",
+)
+@click.option("--allow", multiple=True, help="registry to accelerate (repeatable; default: all)")
+@click.option("--deny", multiple=True, help="registry never accelerated (repeatable)")
+@click.option("--vm", default=None, help="this VM's name in deploy events")
+@click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=32, show_default=True)
+def serve(
+    provider: str,
+    cache_url: str | None,
+    token: str | None,
+    binds: tuple[str, ...],
+    local_registry: str | None,
+    mirror_host: str | None,
+    prefetch_wait: float,
+    allow: tuple[str, ...],
+    deny: tuple[str, ...],
+    vm: str | None,
+    workers: int,
+    threads: int,
+) -> None:
+    """Serve the hook with gunicorn."""
+    if local_registry and not cache_url:
+        raise click.UsageError("--local-registry needs --cache")
+    env = dict(os.environ)
+    env.update({
+        "FAAS_ACCEL_HOOK_PROVIDER": provider,
+        "FAAS_ACCEL_HOOK_CACHE": cache_url or "",
+        "FAAS_ACCEL_HOOK_TOKEN": token or "",
+        "FAAS_ACCEL_HOOK_MIRROR_HOST": mirror_host or local_registry or "",
+        "FAAS_ACCEL_HOOK_PREFETCH_WAIT": str(prefetch_wait),
+        "FAAS_ACCEL_HOOK_ALLOW": ",".join(allow),
+        "FAAS_ACCEL_HOOK_DENY": ",".join(deny),
+        "FAAS_ACCEL_HOOK_VM": vm or "",
+    })  # fmt: skip
+    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
+            "--workers", str(workers), "--threads", str(threads), "--timeout", "0",
+            "--keep-alive", "75", "--no-control-socket"]  # fmt: skip
+    for bind in (*binds, *([local_registry] if local_registry else [])):
+        argv += ["--bind", bind]
+    argv.append("faas_accel.hook.app:from_env()")
+    os.execvpe(argv[0], argv, env)
