@@ -7,6 +7,7 @@ import click
 from . import __version__
 from .cache_cli import cache
 from .hook.cli import hook
+from .lab.cli import lab
 from .mirror_config_cli import mirror_config
 
 
@@ -18,6 +19,7 @@ def main() -> None:
 
 main.add_command(cache)
 main.add_command(hook)
+main.add_command(lab)
 main.add_command(mirror_config)
 
 

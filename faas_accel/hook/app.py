@@ -26,10 +26,21 @@ from .cache_client import CacheClient
 from .rewrite import RewritePolicy, plan_deploy, restore_images, rewritten_body
 
 log = logging.getLogger("faas_accel.hook")
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-    "trailers", "transfer-encoding", "upgrade", "host", "content-length",
-})  # fmt: skip
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
 CHUNK = 65536
 
 
@@ -85,8 +96,9 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
         if body is not None:
             upstream.close()
             return Response(body, status=upstream.status_code, headers=headers)
-        resp = Response(_stream(upstream), status=upstream.status_code, headers=headers,
-                        direct_passthrough=True)  # fmt: skip
+        resp = Response(
+            _stream(upstream), status=upstream.status_code, headers=headers, direct_passthrough=True
+        )
         length = upstream.headers.get("Content-Length")
         if length is not None and "Content-Encoding" not in upstream.headers:
             resp.headers["Content-Length"] = length
@@ -101,17 +113,30 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
                 client.report_deploy(image, plan.function, config.vm)
                 progress = client.prefetch(image, config.prefetch_wait)
             except requests.RequestException as exc:
-                log.warning("deploy %s: NIC cache unreachable (%s); forwarding %s unchanged",
-                            plan.function, exc, plan.original)  # fmt: skip
+                log.warning(
+                    "deploy %s: NIC cache unreachable (%s); forwarding %s unchanged",
+                    plan.function,
+                    exc,
+                    plan.original,
+                )
             else:
                 if progress.get("state") in ("done", "running"):
                     body = rewritten_body(plan, policy)
-                    log.info("deploy %s: %s -> mirror (%s, %s of %s bytes)", plan.function,
-                             plan.original, progress.get("state"), progress.get("bytes_done"),
-                             progress.get("bytes_total"))  # fmt: skip
+                    log.info(
+                        "deploy %s: %s -> mirror (%s, %s of %s bytes)",
+                        plan.function,
+                        plan.original,
+                        progress.get("state"),
+                        progress.get("bytes_done"),
+                        progress.get("bytes_total"),
+                    )
                 else:
-                    log.warning("deploy %s: prefetch of %s failed (%s); forwarding unchanged",
-                                plan.function, image, progress.get("errors") or progress)  # fmt: skip
+                    log.warning(
+                        "deploy %s: prefetch of %s failed (%s); forwarding unchanged",
+                        plan.function,
+                        image,
+                        progress.get("errors") or progress,
+                    )
         elif client is not None:
             log.info("deploy %s: not accelerated: %s", plan.function, plan.reason)
         return relay(forward("system/functions", body))
@@ -131,8 +156,11 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
     @app.route("/v2/<path:rest>", methods=["GET", "HEAD"])
     def registry(rest: str) -> Response:
         if not config.cache_url:
-            return Response('{"errors":[{"code":"UNSUPPORTED","message":"no NIC cache"}]}', 404,
-                            content_type="application/json")  # fmt: skip
+            return Response(
+                '{"errors":[{"code":"UNSUPPORTED","message":"no NIC cache"}]}',
+                404,
+                content_type="application/json",
+            )
         return relay(forward(f"v2/{rest}", None, base=config.cache_url))
 
     @app.route("/", defaults={"path": ""}, methods=_ALL)
@@ -203,13 +231,15 @@ def from_env() -> Flask:
     def regs(name: str) -> frozenset[str]:
         return frozenset(r for r in env.get(name, "").split(",") if r)
 
-    return create_app(HookConfig(
-        provider_url=env["FAAS_ACCEL_HOOK_PROVIDER"].rstrip("/"),
-        cache_url=(env.get("FAAS_ACCEL_HOOK_CACHE") or "").rstrip("/") or None,
-        cache_token=env.get("FAAS_ACCEL_HOOK_TOKEN") or None,
-        mirror_host=env.get("FAAS_ACCEL_HOOK_MIRROR_HOST") or None,
-        prefetch_wait=float(env.get("FAAS_ACCEL_HOOK_PREFETCH_WAIT", "120")),
-        allow=regs("FAAS_ACCEL_HOOK_ALLOW"),
-        deny=regs("FAAS_ACCEL_HOOK_DENY"),
-        vm=env.get("FAAS_ACCEL_HOOK_VM") or None,
-    ))  # fmt: skip
+    return create_app(
+        HookConfig(
+            provider_url=env["FAAS_ACCEL_HOOK_PROVIDER"].rstrip("/"),
+            cache_url=(env.get("FAAS_ACCEL_HOOK_CACHE") or "").rstrip("/") or None,
+            cache_token=env.get("FAAS_ACCEL_HOOK_TOKEN") or None,
+            mirror_host=env.get("FAAS_ACCEL_HOOK_MIRROR_HOST") or None,
+            prefetch_wait=float(env.get("FAAS_ACCEL_HOOK_PREFETCH_WAIT", "120")),
+            allow=regs("FAAS_ACCEL_HOOK_ALLOW"),
+            deny=regs("FAAS_ACCEL_HOOK_DENY"),
+            vm=env.get("FAAS_ACCEL_HOOK_VM") or None,
+        )
+    )

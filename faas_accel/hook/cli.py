@@ -66,19 +66,34 @@ def serve(
     if local_registry and not cache_url:
         raise click.UsageError("--local-registry needs --cache")
     env = dict(os.environ)
-    env.update({
-        "FAAS_ACCEL_HOOK_PROVIDER": provider,
-        "FAAS_ACCEL_HOOK_CACHE": cache_url or "",
-        "FAAS_ACCEL_HOOK_TOKEN": token or "",
-        "FAAS_ACCEL_HOOK_MIRROR_HOST": mirror_host or local_registry or "",
-        "FAAS_ACCEL_HOOK_PREFETCH_WAIT": str(prefetch_wait),
-        "FAAS_ACCEL_HOOK_ALLOW": ",".join(allow),
-        "FAAS_ACCEL_HOOK_DENY": ",".join(deny),
-        "FAAS_ACCEL_HOOK_VM": vm or "",
-    })  # fmt: skip
-    argv = [sys.executable, "-m", "gunicorn", "--worker-class", "gthread",
-            "--workers", str(workers), "--threads", str(threads), "--timeout", "0",
-            "--keep-alive", "75", "--no-control-socket"]  # fmt: skip
+    env.update(
+        {
+            "FAAS_ACCEL_HOOK_PROVIDER": provider,
+            "FAAS_ACCEL_HOOK_CACHE": cache_url or "",
+            "FAAS_ACCEL_HOOK_TOKEN": token or "",
+            "FAAS_ACCEL_HOOK_MIRROR_HOST": mirror_host or local_registry or "",
+            "FAAS_ACCEL_HOOK_PREFETCH_WAIT": str(prefetch_wait),
+            "FAAS_ACCEL_HOOK_ALLOW": ",".join(allow),
+            "FAAS_ACCEL_HOOK_DENY": ",".join(deny),
+            "FAAS_ACCEL_HOOK_VM": vm or "",
+        }
+    )
+    argv = [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--worker-class",
+        "gthread",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
+        "--timeout",
+        "0",
+        "--keep-alive",
+        "75",
+        "--no-control-socket",
+    ]
     for bind in (*binds, *([local_registry] if local_registry else [])):
         argv += ["--bind", bind]
     argv.append("faas_accel.hook.app:from_env()")

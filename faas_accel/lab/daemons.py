@@ -72,8 +72,12 @@ def start(
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as out:
         proc = subprocess.Popen(
-            full, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, **(env or {})},
+            full,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     # nsenter and taskset exec the program, so the PID stays the program's
     return Daemon(name, proc.pid, netns, str(log), (argv[0],))
@@ -104,5 +108,7 @@ def load(path: Path) -> tuple[list[Daemon], dict[str, object]]:
         data = json.loads(path.read_text())
     except (FileNotFoundError, ValueError):
         return [], {}
-    daemons = [Daemon(d["name"], d["pid"], d["netns"], d["log"], tuple(d["argv"])) for d in data.pop("daemons", [])]
+    daemons = [
+        Daemon(d["name"], d["pid"], d["netns"], d["log"], tuple(d["argv"])) for d in data.pop("daemons", [])
+    ]
     return daemons, data

@@ -25,16 +25,34 @@ import yaml
 from . import daemons, net
 from .daemons import Daemon
 from .spec import (
-    CACHE_PORT, HOOK_PORT, INET, LOCAL_REGISTRY, NIC, NIC_IP, PREFIX, PROVIDER_PORT,
-    REGISTRY_BACKEND_PORT, REGISTRY_HOST, REGISTRY_PORT, UPSTREAM_IP, VM, LabSpec,
-)  # fmt: skip
+    CACHE_PORT,
+    HOOK_PORT,
+    INET,
+    LOCAL_REGISTRY,
+    NIC,
+    NIC_IP,
+    PREFIX,
+    PROVIDER_PORT,
+    REGISTRY_BACKEND_PORT,
+    REGISTRY_HOST,
+    REGISTRY_PORT,
+    UPSTREAM_IP,
+    VM,
+    LabSpec,
+)
 
 PY = sys.executable
 NEEDED = {  # program -> Debian package that provides it
-    "ip": "iproute2", "tc": "iproute2", "nsenter": "util-linux", "taskset": "util-linux",
-    "docker-registry": "docker-registry", "skopeo": "skopeo", "containerd": "containerd",
-    "ctr": "containerd", "runc": "runc",
-}  # fmt: skip
+    "ip": "iproute2",
+    "tc": "iproute2",
+    "nsenter": "util-linux",
+    "taskset": "util-linux",
+    "docker-registry": "docker-registry",
+    "skopeo": "skopeo",
+    "containerd": "containerd",
+    "ctr": "containerd",
+    "runc": "runc",
+}
 NEEDED_DOCKER = {"dockerd": "docker.io"}
 
 
@@ -42,10 +60,14 @@ class LabError(RuntimeError):
     """The lab cannot be brought up (or down) as asked; the message says what to do."""
 
 
-def check_host(spec: LabSpec, which: Callable[[str], str | None] = shutil.which, euid: int | None = None) -> None:
+def check_host(
+    spec: LabSpec, which: Callable[[str], str | None] = shutil.which, euid: int | None = None
+) -> None:
     """Refuse clearly when not root or a needed program is missing."""
     if (os.geteuid() if euid is None else euid) != 0:
-        raise LabError("the lab needs root (it creates network namespaces, veths and containers): run it with sudo")
+        raise LabError(
+            "the lab needs root (it creates network namespaces, veths and containers): run it with sudo"
+        )
     needed = {**NEEDED, **(NEEDED_DOCKER if spec.runtime == "docker" else {})}
     missing = sorted({pkg for prog, pkg in needed.items() if which(prog) is None})
     if missing:
@@ -61,7 +83,9 @@ def paths(spec: LabSpec) -> dict[str, Path]:
 # -- up ---------------------------------------------------------------------------------
 
 
-def up(spec: LabSpec, *, images: dict[str, Any] | None = None, log: Callable[[str], None] = print) -> dict[str, Any]:
+def up(
+    spec: LabSpec, *, images: dict[str, Any] | None = None, log: Callable[[str], None] = print
+) -> dict[str, Any]:
     """Bring the lab up (idempotent: a healthy lab with the same spec is left as it is)."""
     spec.validate()
     check_host(spec)
@@ -93,14 +117,30 @@ def _start_inet(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
     cfg = p["run"] / "inet" / "registry.yml"
     cfg.parent.mkdir(parents=True, exist_ok=True)
     cfg.write_text(yaml.safe_dump(registry_config(p["seed"], f"127.0.0.1:{REGISTRY_BACKEND_PORT}")))
-    reg = daemons.start("registry", ["docker-registry", "serve", str(cfg)], p["run"] / "inet" / "registry.log", netns=INET)
+    reg = daemons.start(
+        "registry", ["docker-registry", "serve", str(cfg)], p["run"] / "inet" / "registry.log", netns=INET
+    )
     proxy = daemons.start(
         "wanproxy",
-        [PY, "-m", "faas_accel.lab.wanproxy", "--listen", f"{UPSTREAM_IP}:{REGISTRY_PORT}",
-         "--target", f"127.0.0.1:{REGISTRY_BACKEND_PORT}", "--rtt", spec.wan_rtt, "--setup", spec.wan_setup],
-        p["run"] / "inet" / "wanproxy.log", netns=INET,
-    )  # fmt: skip
-    daemons.wait_ready(reg, lambda: _ns_http(INET, f"http://127.0.0.1:{REGISTRY_BACKEND_PORT}/v2/"), 20, "/v2/ answering")
+        [
+            PY,
+            "-m",
+            "faas_accel.lab.wanproxy",
+            "--listen",
+            f"{UPSTREAM_IP}:{REGISTRY_PORT}",
+            "--target",
+            f"127.0.0.1:{REGISTRY_BACKEND_PORT}",
+            "--rtt",
+            spec.wan_rtt,
+            "--setup",
+            spec.wan_setup,
+        ],
+        p["run"] / "inet" / "wanproxy.log",
+        netns=INET,
+    )
+    daemons.wait_ready(
+        reg, lambda: _ns_http(INET, f"http://127.0.0.1:{REGISTRY_BACKEND_PORT}/v2/"), 20, "/v2/ answering"
+    )
     daemons.wait_ready(proxy, lambda: _ns_http(NIC, f"{spec.upstream_url}/v2/"), 20, "the WAN path answering")
     return [reg, proxy]
 
@@ -129,8 +169,13 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
         "threads": 32,
     }
     (d / "nic-cache.yml").write_text(yaml.safe_dump(cfg))
-    cache = daemons.start("nic-cache", [PY, "-m", "faas_accel", "cache", "serve", "--config", str(d / "nic-cache.yml")],
-                          d / "cache.log", netns=NIC, cpus=spec.nic_cpus)  # fmt: skip
+    cache = daemons.start(
+        "nic-cache",
+        [PY, "-m", "faas_accel", "cache", "serve", "--config", str(d / "nic-cache.yml")],
+        d / "cache.log",
+        netns=NIC,
+        cpus=spec.nic_cpus,
+    )
     daemons.wait_ready(cache, lambda: _ns_http(NIC, f"{spec.cache_url}/healthz"), 30, "/healthz answering")
     return [cache]
 
@@ -147,35 +192,100 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     if spec.runtime == "containerd":
         sock = str(d / "containerd.sock")
         (d / "containerd.toml").write_text(_containerd_config(d, sock))
-        rt = daemons.start("containerd", ["containerd", "--config", str(d / "containerd.toml")], d / "containerd.log",
-                           netns=vm.netns)  # fmt: skip
+        rt = daemons.start(
+            "containerd",
+            ["containerd", "--config", str(d / "containerd.toml")],
+            d / "containerd.log",
+            netns=vm.netns,
+        )
         out.append(rt)
-        daemons.wait_ready(rt, lambda: os.path.exists(sock) and _ctr_ok(sock, vm.netns), 30, "ctr version answering")
-        runtime_args = ["--runtime", "containerd", "--address", sock, "--namespace", vm.netns, "--hosts-dir", str(hosts)]
+        daemons.wait_ready(
+            rt, lambda: os.path.exists(sock) and _ctr_ok(sock, vm.netns), 30, "ctr version answering"
+        )
+        runtime_args = [
+            "--runtime",
+            "containerd",
+            "--address",
+            sock,
+            "--namespace",
+            vm.netns,
+            "--hosts-dir",
+            str(hosts),
+        ]
     else:
         sock = str(d / "docker.sock")
-        (d / "daemon.json").write_text(json.dumps({"insecure-registries": [f"{UPSTREAM_IP}:{REGISTRY_PORT}"]}))
-        rt = daemons.start("dockerd", [
-            "dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false", f"--data-root={d / 'docker'}",
-            f"--exec-root={d / 'docker-exec'}", f"--pidfile={d / 'docker.pid'}", f"-H=unix://{sock}",
-            f"--config-file={d / 'daemon.json'}", f"--containerd-namespace={vm.netns}",
-            f"--containerd-plugins-namespace={vm.netns}-plugins",
-        ], d / "dockerd.log", netns=vm.netns)  # fmt: skip
+        (d / "daemon.json").write_text(
+            json.dumps({"insecure-registries": [f"{UPSTREAM_IP}:{REGISTRY_PORT}"]})
+        )
+        rt = daemons.start(
+            "dockerd",
+            [
+                "dockerd",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                f"--data-root={d / 'docker'}",
+                f"--exec-root={d / 'docker-exec'}",
+                f"--pidfile={d / 'docker.pid'}",
+                f"-H=unix://{sock}",
+                f"--config-file={d / 'daemon.json'}",
+                f"--containerd-namespace={vm.netns}",
+                f"--containerd-plugins-namespace={vm.netns}-plugins",
+            ],
+            d / "dockerd.log",
+            netns=vm.netns,
+        )
         out.append(rt)
         daemons.wait_ready(rt, lambda: os.path.exists(sock), 30, "the docker socket")
         runtime_args = ["--runtime", "docker", "--address", f"unix://{sock}"]
-    provider = daemons.start("provider", [
-        PY, "-m", "faas_accel", "provider", "serve", *runtime_args, "--bind", f"0.0.0.0:{PROVIDER_PORT}",
-        "--state-dir", str(d / "provider"), "--auth-user", spec.user, "--auth-password-file", str(d / "password"),
-    ], d / "provider.log", netns=vm.netns)  # fmt: skip
+    provider = daemons.start(
+        "provider",
+        [
+            PY,
+            "-m",
+            "faas_accel",
+            "provider",
+            "serve",
+            *runtime_args,
+            "--bind",
+            f"0.0.0.0:{PROVIDER_PORT}",
+            "--state-dir",
+            str(d / "provider"),
+            "--auth-user",
+            spec.user,
+            "--auth-password-file",
+            str(d / "password"),
+        ],
+        d / "provider.log",
+        netns=vm.netns,
+    )
     out.append(provider)
     daemons.wait_ready(provider, lambda: _http(f"{vm.provider_url}/healthz"), 30, "/healthz answering")
     if spec.accel:
-        hook = daemons.start("hook", [
-            PY, "-m", "faas_accel", "hook", "serve", "--provider", f"http://127.0.0.1:{PROVIDER_PORT}",
-            "--cache", spec.cache_url, "--token", spec.admin_token, "--bind", f"0.0.0.0:{HOOK_PORT}",
-            "--local-registry", LOCAL_REGISTRY, "--vm", vm.name,
-        ], d / "hook.log", netns=vm.netns)  # fmt: skip
+        hook = daemons.start(
+            "hook",
+            [
+                PY,
+                "-m",
+                "faas_accel",
+                "hook",
+                "serve",
+                "--provider",
+                f"http://127.0.0.1:{PROVIDER_PORT}",
+                "--cache",
+                spec.cache_url,
+                "--token",
+                spec.admin_token,
+                "--bind",
+                f"0.0.0.0:{HOOK_PORT}",
+                "--local-registry",
+                LOCAL_REGISTRY,
+                "--vm",
+                vm.name,
+            ],
+            d / "hook.log",
+            netns=vm.netns,
+        )
         out.append(hook)
         daemons.wait_ready(hook, lambda: _http(f"{vm.hook_url}/healthz"), 30, "/healthz answering")
     return out
@@ -206,7 +316,10 @@ def _http(url: str) -> bool:
 
 
 def _ns_http(ns: str, url: str) -> bool:
-    probe = f"import urllib.request,sys\ntry: urllib.request.urlopen({url!r}, timeout=2)\nexcept Exception as e: sys.exit(0 if hasattr(e, 'code') else 1)"
+    probe = (
+        f"import urllib.request,sys\ntry: urllib.request.urlopen({url!r}, timeout=2)\n"
+        "except Exception as e: sys.exit(0 if hasattr(e, 'code') else 1)"
+    )
     return net.nsexec(ns, PY, "-c", probe, check=False).returncode == 0
 
 
@@ -217,8 +330,9 @@ def status(spec: LabSpec) -> dict[str, Any]:
     """What the lab is, for scripts (`lab status --json`)."""
     p = paths(spec)
     running, facts = daemons.load(p["state"])
-    if "spec" in facts:
-        spec = LabSpec(**{**facts["spec"], "extra_images": tuple(facts["spec"].get("extra_images", ()))})  # type: ignore[arg-type]
+    saved = facts.get("spec")
+    if isinstance(saved, dict):
+        spec = LabSpec(**{**saved, "extra_images": tuple(saved.get("extra_images", ()))})
     by_ns: dict[str | None, list[Daemon]] = {}
     for d in running:
         by_ns.setdefault(d.netns, []).append(d)
@@ -235,24 +349,41 @@ def status(spec: LabSpec) -> dict[str, Any]:
         "nic_cpus": spec.nic_cpus,
         "accel": spec.accel,
         "runtime": spec.runtime,
-        "inet": {"netns": INET, "addresses": [f"{UPSTREAM_IP}/30"], "registry": f"{UPSTREAM_IP}:{REGISTRY_PORT}",
-                 "processes": procs(INET)},  # fmt: skip
-        "nic": {"netns": NIC, "addresses": [f"{NIC_IP}/24", "198.18.0.2/30"], "cache_url": spec.cache_url,
-                "admin_token": spec.admin_token, "upstream_url": spec.upstream_url, "processes": procs(NIC)},  # fmt: skip
+        "inet": {
+            "netns": INET,
+            "addresses": [f"{UPSTREAM_IP}/30"],
+            "registry": f"{UPSTREAM_IP}:{REGISTRY_PORT}",
+            "processes": procs(INET),
+        },
+        "nic": {
+            "netns": NIC,
+            "addresses": [f"{NIC_IP}/24", "198.18.0.2/30"],
+            "cache_url": spec.cache_url,
+            "admin_token": spec.admin_token,
+            "upstream_url": spec.upstream_url,
+            "processes": procs(NIC),
+        },
         "registry_host": REGISTRY_HOST,
         "vms": [
             {
-                "name": vm.name, "netns": vm.netns, "addresses": [f"{vm.ip}/24"],
-                "gateway_url": vm.gateway_url, "provider_url": vm.provider_url,
+                "name": vm.name,
+                "netns": vm.netns,
+                "addresses": [f"{vm.ip}/24"],
+                "gateway_url": vm.gateway_url,
+                "provider_url": vm.provider_url,
                 "hook_url": vm.hook_url if spec.accel else None,
                 "auth": {"user": spec.user, "password": spec.password},
                 "runtime": spec.runtime,
-                "runtime_socket": str(p["run"] / vm.name / ("containerd.sock" if spec.runtime == "containerd" else "docker.sock")),
+                "runtime_socket": str(
+                    p["run"]
+                    / vm.name
+                    / ("containerd.sock" if spec.runtime == "containerd" else "docker.sock")
+                ),
                 "containerd_namespace": vm.netns if spec.runtime == "containerd" else None,
                 "processes": procs(vm.netns),
             }
             for vm in spec.all_vms
-        ],  # fmt: skip
+        ],
     }
 
 
@@ -298,5 +429,7 @@ def _unmount_under(root: Path) -> None:
     prefix = os.path.realpath(root)
     with open("/proc/self/mountinfo") as fh:
         points = [line.split()[4] for line in fh]
-    for point in sorted((m for m in points if m == prefix or m.startswith(prefix + "/")), key=len, reverse=True):
+    for point in sorted(
+        (m for m in points if m == prefix or m.startswith(prefix + "/")), key=len, reverse=True
+    ):
         subprocess.run(["umount", "-l", point], check=False, capture_output=True)

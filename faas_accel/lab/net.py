@@ -44,7 +44,21 @@ def build(spec: LabSpec) -> None:
         sh("ip", "netns", "add", ns)
         nsexec(ns, "ip", "link", "set", "lo", "up")
     # WAN: inet <-> nic, shaped both ways
-    sh("ip", "link", "add", WAN_VETH[0], "netns", INET, "type", "veth", "peer", "name", WAN_VETH[1], "netns", NIC)
+    sh(
+        "ip",
+        "link",
+        "add",
+        WAN_VETH[0],
+        "netns",
+        INET,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        WAN_VETH[1],
+        "netns",
+        NIC,
+    )
     nsexec(INET, "ip", "addr", "add", f"{UPSTREAM_IP}/30", "dev", WAN_VETH[0])
     nsexec(NIC, "ip", "addr", "add", f"{NIC_UPLINK_IP}/30", "dev", WAN_VETH[1])
     for ns, dev in ((INET, WAN_VETH[0]), (NIC, WAN_VETH[1])):
@@ -62,7 +76,21 @@ def build(spec: LabSpec) -> None:
     nsexec(NIC, "ip", "link", "set", HOST_VETH[1], "master", BRIDGE, "up")
     for vm in spec.all_vms:
         inside, outside = vm.veth
-        sh("ip", "link", "add", inside, "netns", vm.netns, "type", "veth", "peer", "name", outside, "netns", NIC)
+        sh(
+            "ip",
+            "link",
+            "add",
+            inside,
+            "netns",
+            vm.netns,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            outside,
+            "netns",
+            NIC,
+        )
         nsexec(vm.netns, "ip", "addr", "add", f"{vm.ip}/24", "dev", inside)
         nsexec(vm.netns, "ip", "link", "set", inside, "up")
         nsexec(vm.netns, "ip", "route", "add", "default", "via", NIC_IP)

@@ -55,7 +55,9 @@ class LabSpec:
                 raise ValueError(f"{name} must be a positive rate like 1gbit, got {value!r}")
         parse_duration(self.wan_rtt)
         parse_duration(self.wan_setup)
-        if self.nic_cpus is not None and not all(p.strip().isdigit() for p in self.nic_cpus.replace("-", ",").split(",")):
+        if self.nic_cpus is not None and not all(
+            p.strip().isdigit() for p in self.nic_cpus.replace("-", ",").split(",")
+        ):
             raise ValueError(f"--nic-cpus takes a CPU list like 0 or 0-1, got {self.nic_cpus!r}")
         return self
 

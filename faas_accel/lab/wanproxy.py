@@ -57,8 +57,11 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, one_
 
 
 async def _handle(
-    client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter,
-    target: tuple[str, int], one_way: float, setup: float,
+    client_r: asyncio.StreamReader,
+    client_w: asyncio.StreamWriter,
+    target: tuple[str, int],
+    one_way: float,
+    setup: float,
 ) -> None:
     try:
         if setup > 0:
@@ -69,7 +72,8 @@ async def _handle(
         return
     try:
         await asyncio.gather(
-            _pipe(client_r, server_w, one_way), _pipe(server_r, client_w, one_way),
+            _pipe(client_r, server_w, one_way),
+            _pipe(server_r, client_w, one_way),
             return_exceptions=True,
         )
     finally:

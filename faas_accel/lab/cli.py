@@ -1,0 +1,121 @@
+"""`faas-accel lab up|status|down|demo`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .daemons import DaemonFailed
+from .lab import LabError, down, status, up
+from .net import NetError
+from .spec import LabSpec
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    opts = [
+        click.option("--vms", type=int, default=None, help="number of VMs [up: 2, demo: 4]"),
+        click.option(
+            "--runtime", type=click.Choice(["containerd", "docker"]), default="containerd", show_default=True
+        ),
+        click.option("--wan-rate", default="1gbit", show_default=True, help="WAN bandwidth (tc tbf)"),
+        click.option("--wan-rtt", default="20ms", show_default=True, help="latency added per round trip"),
+        click.option(
+            "--wan-setup", default="20ms", show_default=True, help="latency added per new connection"
+        ),
+        click.option("--vm-link", default=None, help="shape NIC<->VM links, e.g. 25gbit (default: unshaped)"),
+        click.option("--nic-cpus", default=None, help="pin the cache to these CPUs, e.g. 0"),
+        click.option("--no-accel", is_flag=True, help="no hook: VMs pull straight from the internet"),
+        click.option("--workdir", default="/var/tmp/faas-accel-lab", show_default=True),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _spec(kw: dict[str, Any], default_vms: int = 2) -> LabSpec:
+    try:
+        return LabSpec(
+            vms=kw["vms"] or default_vms,
+            runtime=kw["runtime"],
+            wan_rate=kw["wan_rate"],
+            wan_rtt=kw["wan_rtt"],
+            wan_setup=kw["wan_setup"],
+            vm_link=kw["vm_link"],
+            nic_cpus=kw["nic_cpus"],
+            accel=not kw["no_accel"],
+            workdir=kw["workdir"],
+        ).validate()
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from exc
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except (LabError, NetError, DaemonFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@click.group("lab")
+def lab() -> None:
+    """A whole server on this machine: N VMs, a SmartNIC and the internet (needs root)."""
+
+
+@lab.command("up")
+@_spec_options
+def up_cmd(**kw: Any) -> None:
+    """Bring the lab up (idempotent)."""
+    spec = _spec(kw)
+    doc = _run(lambda: up(spec, log=lambda m: click.echo(m, err=True)))
+    click.echo(json.dumps(doc, indent=2))
+
+
+@lab.command("status")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable")
+@click.option("--workdir", default="/var/tmp/faas-accel-lab", show_default=True)
+def status_cmd(as_json: bool, workdir: str) -> None:
+    """Show the lab: namespaces, addresses, URLs, credentials, processes."""
+    doc = status(LabSpec(workdir=workdir))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    click.echo(f"lab: {'up' if doc['up'] else 'down'}; namespaces: {', '.join(doc['namespaces']) or 'none'}")
+    click.echo(
+        f"WAN: {doc['wan']['rate']}, +{doc['wan']['rtt']} per round trip, "
+        f"+{doc['wan']['setup']} per connection"
+    )
+    click.echo(f"NIC cache: {doc['nic']['cache_url']} (upstream {doc['nic']['upstream_url']})")
+    for vm in doc["vms"]:
+        click.echo(
+            f"  {vm['name']}: gateway {vm['gateway_url']} ({vm['auth']['user']}:{vm['auth']['password']}), "
+            f"runtime {vm['runtime']} at {vm['runtime_socket']}"
+        )
+
+
+@lab.command("down")
+@click.option("--workdir", default="/var/tmp/faas-accel-lab", show_default=True)
+def down_cmd(workdir: str) -> None:
+    """Tear the lab down, including whatever a crashed run left."""
+    gone = _run(lambda: down(LabSpec(workdir=workdir), log=lambda m: None))
+    click.echo(f"lab down: removed {len(gone)} item(s)")
+
+
+@lab.command("demo")
+@_spec_options
+@click.option(
+    "--stack", "stack_file", type=click.Path(exists=True, dir_okay=False), default=str(REPO / "stack.yml")
+)
+@click.option("--build-dir", type=click.Path(file_okay=False), default=str(REPO / "build"))
+@click.option("--keep", is_flag=True, help="leave the lab up afterwards")
+def demo_cmd(stack_file: str, build_dir: str, keep: bool, **kw: Any) -> None:
+    """Deploy every function to every VM, direct vs through the NIC cache, and compare."""
+    from .demo import run_demo
+
+    spec = _spec(kw, default_vms=4)
+    _run(lambda: run_demo(spec, Path(stack_file), build_dir=Path(build_dir), keep=keep, log=click.echo))
