@@ -41,7 +41,7 @@ def _spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def _spec(kw: dict[str, Any], default_vms: int = 2) -> LabSpec:
     try:
         return LabSpec(
-            vms=kw["vms"] or default_vms,
+            vms=default_vms if kw["vms"] is None else kw["vms"],
             runtime=kw["runtime"],
             wan_rate=kw["wan_rate"],
             wan_rtt=kw["wan_rtt"],
