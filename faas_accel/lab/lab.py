@@ -31,6 +31,7 @@ from .spec import (
     LOCAL_REGISTRY,
     NIC,
     NIC_IP,
+    PEER_PORT,
     PREFIX,
     PROVIDER_PORT,
     REGISTRY_BACKEND_PORT,
@@ -177,7 +178,12 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
         cpus=spec.nic_cpus,
     )
     daemons.wait_ready(cache, lambda: _ns_http(NIC, f"{spec.cache_url}/healthz"), 30, "/healthz answering")
-    return [cache]
+    peer_cfg = registry_config(d / "peer", f"{NIC_IP}:{PEER_PORT}")
+    peer_cfg["proxy"] = {"remoteurl": spec.upstream_url}
+    (d / "peer.yml").write_text(yaml.safe_dump(peer_cfg))
+    peer = daemons.start("peer", ["docker-registry", "serve", str(d / "peer.yml")], d / "peer.log", netns=NIC)
+    daemons.wait_ready(peer, lambda: _ns_http(NIC, f"http://{spec.peer_host}/v2/"), 20, "/v2/ answering")
+    return [cache, peer]
 
 
 def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
@@ -187,6 +193,9 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     (hosts / REGISTRY_HOST).mkdir(parents=True, exist_ok=True)
     # the direct path: registry.lab is the internet's registry, reached through the NIC's router
     (hosts / REGISTRY_HOST / "hosts.toml").write_text(f'server = "{spec.upstream_url}"\n')
+    # the peer's images are pulled by its address, over plain http
+    (hosts / spec.peer_host).mkdir(parents=True, exist_ok=True)
+    (hosts / spec.peer_host / "hosts.toml").write_text(f'server = "http://{spec.peer_host}"\n')
     (d / "password").write_text(spec.password)
     out: list[Daemon] = []
     if spec.runtime == "containerd":
@@ -359,6 +368,7 @@ def status(spec: LabSpec) -> dict[str, Any]:
             "netns": NIC,
             "addresses": [f"{NIC_IP}/24", "198.18.0.2/30"],
             "cache_url": spec.cache_url,
+            "peer_url": f"http://{spec.peer_host}",
             "admin_token": spec.admin_token,
             "upstream_url": spec.upstream_url,
             "processes": procs(NIC),

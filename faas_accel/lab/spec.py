@@ -22,6 +22,7 @@ NIC_IP, HOST_IP = "198.18.1.1", "198.18.1.2"
 REGISTRY_HOST = "registry.lab"  # the name images use for the lab's upstream registry
 REGISTRY_PORT, REGISTRY_BACKEND_PORT = 5000, 5001
 CACHE_PORT, HOOK_PORT, PROVIDER_PORT, LOCAL_REGISTRY = 5000, 8080, 8081, "127.0.0.1:5000"
+PEER_PORT = 5002  # CNCF distribution in proxy mode on the NIC: the peer to beat
 MAX_VMS = 200
 RUNTIMES = ("containerd", "docker")
 
@@ -72,6 +73,11 @@ class LabSpec:
     @property
     def cache_url(self) -> str:
         return f"http://{NIC_IP}:{CACHE_PORT}"
+
+    @property
+    def peer_host(self) -> str:
+        """The peer (distribution proxy) as VMs address it in image references."""
+        return f"{NIC_IP}:{PEER_PORT}"
 
     @property
     def upstream_url(self) -> str:
