@@ -14,6 +14,7 @@ from faas_accel.gateway import Gateway
 
 from . import lab, net, seed
 from .spec import REGISTRY_HOST, VM, LabSpec
+from .vmctl import forget_images
 
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def run_demo(
             if mode == "direct":
                 step("removing the images from every VM so the cached pass pulls again")
                 for vm in spec.all_vms:
-                    _forget_images(spec, vm, functions.values())
+                    forget_images(spec, vm)
     finally:
         if not keep:
             step("tearing the lab down")
@@ -85,30 +86,6 @@ def _one(spec: LabSpec, vm: VM, mode: str, name: str, image: str) -> Sample:
         return Sample(mode, name, vm.name, timing.deploy_s, timing.first_invoke_s, wan)
     finally:
         gw.close()
-
-
-def _forget_images(spec: LabSpec, vm: VM, images: object) -> None:
-    """Make a VM forget every image (as a fresh VM would not have them)."""
-    sock = str(Path(spec.workdir) / "run" / vm.name / "containerd.sock")
-    if spec.runtime == "containerd":
-        refs = net.nsexec(
-            vm.netns, "ctr", "--address", sock, "--namespace", vm.netns, "images", "ls", "-q"
-        ).stdout.split()
-        if refs:
-            net.nsexec(
-                vm.netns, "ctr", "--address", sock, "--namespace", vm.netns, "images", "rm", "--sync", *refs
-            )
-    else:
-        import docker
-
-        client = docker.DockerClient(
-            base_url=f"unix://{Path(spec.workdir) / 'run' / vm.name / 'docker.sock'}"
-        )
-        try:
-            for img in client.images.list():
-                client.images.remove(img.id, force=True)
-        finally:
-            client.close()
 
 
 def report(samples: list[Sample], spec: LabSpec) -> str:

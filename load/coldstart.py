@@ -1,0 +1,149 @@
+"""Locust: cold-start latency of OpenFaaS functions on the lab, deployed as faas-cli does.
+
+Each user takes a VM (round robin), deploys every function of stack.yml through that VM's
+gateway (PUT /system/functions, POST on 404, basic auth), polls /function/<name> until the
+first 200, reports `deploy` (sent -> 2xx) and `first-invoke` (deploy sent -> first 200) as
+locust request events named by image, deletes the function, and stops. When every user is
+done the run ends, so a headless run is bounded by the work, not only by --run-time.
+
+Modes (`--mode`): direct (the VM pulls from the internet), cached (through the hook and the
+NIC cache, emptied first), prewarmed (the NIC cache prefetched from stack.yml first), peer
+(CNCF distribution's proxy mode in the NIC's place).
+
+    locust -f load/coldstart.py --mode cached -u 4 -r 4            # headless, 4 VMs at once
+    locust -f load/coldstart.py --mode direct --csv out/direct --html out/direct.html
+    locust -f load/coldstart.py --web                              # the web UI instead
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from pathlib import Path
+from typing import Any
+
+import gevent
+import requests
+from locust import User, events, task
+from locust.exception import StopUser
+
+from faas_accel.gateway import Gateway, GatewayError
+from faas_accel.lab.lab import status
+from faas_accel.lab.seed import stack_functions
+from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
+from faas_accel.lab.vmctl import forget_images
+
+MODES = ("direct", "cached", "prewarmed", "peer")
+REPO = Path(__file__).resolve().parents[1]
+_counter = itertools.count()
+_done = itertools.count(1)
+
+
+@events.init_command_line_parser.add_listener
+def _options(parser: Any) -> None:
+    parser.add_argument("--mode", choices=MODES, default="cached", help="where VMs get images from")
+    parser.add_argument("--stack", default=str(REPO / "stack.yml"), help="OpenFaaS stack file")
+    parser.add_argument("--lab-workdir", default="/var/tmp/faas-accel-lab", help="the lab's workdir")
+    parser.add_argument("--only", default="", help="comma-separated function names (default: all)")
+    parser.add_argument("--keep-state", action="store_true", help="do not reset VMs and the NIC cache first")
+    parser.add_argument("--web", action="store_true", help="run the web UI instead of headless")
+    # headless and bounded by default; --web (or locust's own --autostart) brings the UI back
+    parser.set_defaults(headless=True, run_time="10m", users=1, spawn_rate=1)
+
+
+@events.init.add_listener
+def _init(environment: Any, **_: Any) -> None:
+    opts = environment.parsed_options
+    if opts is not None and opts.web:
+        opts.headless = False
+
+
+def _lab(opts: Any) -> tuple[LabSpec, dict[str, Any]]:
+    doc = status(LabSpec(workdir=opts.lab_workdir))
+    if not doc["up"]:
+        raise SystemExit("the lab is not up: run `faas-accel lab up --vms N` first")
+    spec = LabSpec(vms=len(doc["vms"]), workdir=opts.lab_workdir, runtime=doc["runtime"])
+    return spec, doc
+
+
+def _functions(opts: Any) -> dict[str, str]:
+    fns = stack_functions(Path(opts.stack))
+    wanted = [f for f in opts.only.split(",") if f]
+    return {k: v for k, v in fns.items() if not wanted or k in wanted}
+
+
+@events.test_start.add_listener
+def _prepare(environment: Any, **_: Any) -> None:
+    opts = environment.parsed_options
+    spec, doc = _lab(opts)
+    if opts.keep_state:
+        return
+    for vm in spec.all_vms:
+        forget_images(spec, vm)
+    cache, token = doc["nic"]["cache_url"], doc["nic"]["admin_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    for image in _functions(opts).values():
+        if opts.mode == "cached":
+            requests.delete(f"{cache}/api/v1/images/{image}", headers=auth, timeout=30).close()
+        elif opts.mode == "prewarmed":
+            resp = requests.post(f"{cache}/api/v1/prefetch", json={"image": image, "wait": 600}, headers=auth,
+                                 timeout=660)  # fmt: skip
+            resp.raise_for_status()
+
+
+class ColdStart(User):
+    """One VM's operator deploying every function once, as faas-cli would."""
+
+    def on_start(self) -> None:
+        opts = self.environment.parsed_options
+        spec, doc = _lab(opts)
+        self.index = next(_counter)
+        vm = doc["vms"][self.index % len(doc["vms"])]
+        self.mode = opts.mode
+        url = vm["hook_url"] if self.mode in ("cached", "prewarmed") else vm["provider_url"]
+        if url is None:
+            raise StopUser()
+        self.gateway = Gateway(url, vm["auth"]["user"], vm["auth"]["password"])
+        self.vm = vm["name"]
+        self.peer = doc["nic"].get("peer_url", "").removeprefix("http://")
+        self.functions = _functions(opts)
+
+    def on_stop(self) -> None:
+        self.gateway.close()
+
+    def _image(self, image: str) -> str:
+        if self.mode == "peer":
+            return f"{self.peer}/{image.removeprefix(REGISTRY_HOST + '/')}"
+        return image
+
+    def _fire(self, kind: str, name: str, seconds: float, length: int, exc: Exception | None) -> None:
+        self.environment.events.request.fire(
+            request_type=kind, name=name, response_time=seconds * 1000, response_length=length,
+            exception=exc, context={"mode": self.mode, "vm": self.vm},
+        )  # fmt: skip
+
+    @task
+    def cold_start_every_function(self) -> None:
+        for fn, image in self.functions.items():
+            name = f"{fn}-u{self.index}"
+            ref = self._image(image)
+            t0 = time.perf_counter()
+            try:
+                self.gateway.deploy(name, ref)
+            except (GatewayError, requests.RequestException) as exc:
+                self._fire("deploy", image, time.perf_counter() - t0, 0, exc)
+                continue
+            self._fire("deploy", image, time.perf_counter() - t0, 0, None)
+            try:
+                resp = self.gateway.wait_invocable(name, deadline_s=120)
+                self._fire("first-invoke", image, time.perf_counter() - t0, len(resp.content), None)
+            except GatewayError as exc:
+                self._fire("first-invoke", image, time.perf_counter() - t0, 0, exc)
+            finally:
+                try:
+                    self.gateway.delete(name)
+                except (GatewayError, requests.RequestException):
+                    pass
+        if next(_done) >= self.environment.runner.target_user_count:
+            gevent.spawn_later(0.5, self.environment.runner.quit)  # after this user has stopped
+        raise StopUser()
