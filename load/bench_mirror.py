@@ -1,0 +1,635 @@
+"""Cold and warm pulls through nic_cache and through CNCF distribution's proxy, in one run.
+
+The upstream registry lives in its own network namespace behind a veth shaped with `tc tbf`
+in both directions; the mirror under test sits in the "nic" namespace between the upstream
+and a "vm" namespace where skopeo clients run::
+
+    up (registry 198.18.0.1:5000) <--tbf--> nic (nic_cache :5000, distribution :5001) <--> vm (skopeo)
+
+For each N, N clients pull the same uncached single-layer image of random bytes at once
+through a mirror with empty storage; we time the last one and count what crossed the
+uplink on the upstream-side veth. One client then pulls it again (warm hit). `T_fetch` is
+the same pull straight from the upstream, routed through the nic namespace over the same
+shaped link. Run as root::
+
+    .venv/bin/python -m load.bench_mirror            # 100 MB, N = 1,4,8, 200mbit
+    .venv/bin/python -m load.bench_mirror --quick    # 20 MB, N = 1,2: a smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import csv
+import datetime
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Protocol
+
+if __package__ in (None, ""):  # run as a file: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml
+
+from load.netlab import NetLab, http_answers, http_get, nsenter, stale_namespaces
+from nic_cache.units import parse_rate, parse_size
+from tests.support import oci
+from tests.support.procs import Proc, ProcessFailed, run, stop, tail
+from tests.support.registry import Registry
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+NS_BASE = "fab"  # namespaces are fab-<pid>-up, fab-<pid>-nic, fab-<pid>-vm
+
+UP_IP, NIC_UPLINK_IP, NIC_IP, VM_IP = "198.18.0.1", "198.18.0.2", "198.18.1.1", "198.18.1.10"
+UP_DEV, UPLINK_DEV, NIC_VM_DEV, VM_DEV = "up0", "nic0", "nic1", "vm0"
+REGISTRY_PORT, CACHE_PORT, DISTRIBUTION_PORT = 5000, 5000, 5001
+UPSTREAM_NAME = "registry.lab"  # the upstream's name in rewritten references
+REPO, TAG = "bench/random", "1"
+ADMIN_TOKEN = "bench-mirror"
+REQUIRED_PROGRAMS = ("skopeo", "docker-registry", "ip", "tc", "nsenter", "sysctl")
+MIRRORS = ("nic_cache", "distribution")
+
+
+# -- the network ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Topology:
+    """The three namespaces and the device whose counters are the upstream's traffic."""
+
+    lab: NetLab
+    up: str
+    nic: str
+    vm: str
+
+    @property
+    def direct_ref(self) -> str:
+        return f"{UP_IP}:{REGISTRY_PORT}/{REPO}:{TAG}"
+
+    def uplink(self) -> tuple[int, int]:
+        """(bytes sent by the upstream, bytes it received) so far, on its own veth."""
+        c = self.lab.counters(self.up, UP_DEV)
+        return c.tx_bytes, c.rx_bytes
+
+    def settled_uplink(self, quiet: float = 0.5, timeout: float = 30.0) -> tuple[int, int]:
+        """Uplink counters once nothing has crossed for `quiet` seconds (mirrors may trail)."""
+        last = self.uplink()
+        still_since = time.monotonic()
+        deadline = still_since + timeout
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            now = self.uplink()
+            if now != last:
+                last, still_since = now, time.monotonic()
+            elif time.monotonic() - still_since >= quiet:
+                break
+        return last
+
+
+def build_topology(lab: NetLab, rate: str) -> Topology:
+    """up <-tbf-> nic <-> vm, with nic forwarding so vm can reach up directly."""
+    up, nic, vm = lab.namespace("up"), lab.namespace("nic"), lab.namespace("vm")
+    lab.veth(up, UP_DEV, nic, UPLINK_DEV)
+    lab.address(up, UP_DEV, f"{UP_IP}/30")
+    lab.address(nic, UPLINK_DEV, f"{NIC_UPLINK_IP}/30")
+    lab.shape(up, UP_DEV, rate)
+    lab.shape(nic, UPLINK_DEV, rate)
+    lab.veth(nic, NIC_VM_DEV, vm, VM_DEV)
+    lab.address(nic, NIC_VM_DEV, f"{NIC_IP}/24")
+    lab.address(vm, VM_DEV, f"{VM_IP}/24")
+    lab.forward(nic)
+    lab.route(up, "198.18.1.0/24", NIC_UPLINK_IP)
+    lab.route(vm, "default", NIC_IP)
+    return Topology(lab, up, nic, vm)
+
+
+# -- servers ----------------------------------------------------------------------------
+
+
+class NsRegistry(Registry):
+    """tests.support's distribution registry, listening on `addr` inside namespace `ns`."""
+
+    def __init__(self, ns: str, addr: str, *, proxy: str | None = None, workdir: Path) -> None:
+        self.ns, self.addr = ns, addr
+        super().__init__(proxy=proxy, workdir=workdir)
+        self.host, self.url = addr, f"http://{addr}"
+        self.port = int(addr.rpartition(":")[2])
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg["http"]["addr"] = self.addr
+        return cfg
+
+    def start(self, timeout: float = 30.0) -> NsRegistry:
+        if self.proc is None or not self.proc.running():
+            self.proc = Proc(nsenter(self.ns, ["docker-registry", "serve", str(self.config_path)]), self.log)
+            self.proc.wait_until(
+                lambda: http_answers(self.ns, self.url + "/v2/"), timeout, f"{self.url}/v2/ answering"
+            )
+        return self
+
+    def layer_stats(self, digest: str) -> tuple[int, int]:
+        """(successful GETs of `digest`, body bytes written for all blob GETs) so far."""
+        return self.blob_gets(digest)[digest], self.blob_bytes()
+
+
+class Mirror(Protocol):
+    """A pull-through mirror in the nic namespace, with empty storage when started."""
+
+    name: str
+    log: Path
+
+    def ref(self) -> str:
+        """The reference a client pulls the benchmark image by."""
+        ...
+
+    def start(self) -> None: ...
+
+    def upstream_bytes(self) -> float | None:
+        """What the mirror itself says it fetched from upstream, if it says."""
+        ...
+
+    def close(self) -> None:
+        """Stop it and delete its storage (keep the log)."""
+        ...
+
+
+class NicCacheMirror:
+    """`faas-accel cache serve` in the nic namespace on a fresh data dir."""
+
+    name = "nic_cache"
+
+    def __init__(self, topo: Topology, workdir: Path, log: Path) -> None:
+        self.topo, self.workdir, self.log = topo, workdir, log
+        self.url = f"http://{NIC_IP}:{CACHE_PORT}"
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.config_path = workdir / "nic-cache.yml"
+        config = {
+            "listen": f"{NIC_IP}:{CACHE_PORT}",
+            "data_dir": str(workdir / "data"),
+            "capacity": "10GiB",
+            "admin_token": ADMIN_TOKEN,
+            "default_upstream": UPSTREAM_NAME,
+            "upstreams": {UPSTREAM_NAME: {"url": f"http://{UP_IP}:{REGISTRY_PORT}"}},
+        }
+        self.config_path.write_text(yaml.safe_dump(config))
+        self.proc: Proc | None = None
+
+    def ref(self) -> str:
+        return f"{NIC_IP}:{CACHE_PORT}/{UPSTREAM_NAME}/{REPO}:{TAG}"
+
+    def start(self, timeout: float = 60.0) -> None:
+        argv = [*faas_accel_argv(), "cache", "serve", "--config", str(self.config_path)]
+        self.proc = Proc(nsenter(self.topo.nic, argv), self.log, env={"NIC_CACHE_ACCESS_LOG": "-"})
+        self.proc.wait_until(
+            lambda: http_answers(self.topo.vm, self.url + "/v2/"), timeout, f"{self.url}/v2/ answering"
+        )
+
+    def upstream_bytes(self) -> float | None:
+        status, body = http_get(
+            self.topo.vm, self.url + "/api/v1/stats", {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        if status != 200:
+            return None
+        metrics: dict[str, float] = json.loads(body)["metrics"]
+        name = "nic_cache_upstream_bytes_total"
+        return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
+
+    def close(self) -> None:
+        if self.proc is not None:
+            stop(self.proc, timeout=40)  # gunicorn's graceful_timeout is 30 s
+            self.proc = None
+        shutil.rmtree(self.workdir / "data", ignore_errors=True)
+
+
+class DistributionMirror:
+    """CNCF distribution in proxy mode, in the nic namespace on fresh storage."""
+
+    name = "distribution"
+
+    def __init__(self, topo: Topology, workdir: Path, log: Path) -> None:
+        self.registry = NsRegistry(
+            topo.nic, f"{NIC_IP}:{DISTRIBUTION_PORT}", proxy=f"http://{UP_IP}:{REGISTRY_PORT}",
+            workdir=workdir,
+        )
+        self.registry.log = log
+        self.log = log
+
+    def ref(self) -> str:
+        return f"{NIC_IP}:{DISTRIBUTION_PORT}/{REPO}:{TAG}"
+
+    def start(self) -> None:
+        self.registry.start()
+
+    def upstream_bytes(self) -> float | None:
+        return None
+
+    def close(self) -> None:
+        self.registry.stop()
+        shutil.rmtree(self.registry.storage, ignore_errors=True)
+
+
+def faas_accel_argv() -> list[str]:
+    """The venv's `faas-accel`, or this interpreter running the package."""
+    script = Path(sys.executable).with_name("faas-accel")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "faas_accel"]
+
+
+# -- clients ----------------------------------------------------------------------------
+
+
+class Clients:
+    """skopeo pulls run in the vm namespace; tracks them so cleanup can stop stragglers."""
+
+    def __init__(self, topo: Topology, workdir: Path, log_dir: Path) -> None:
+        self.topo, self.workdir, self.log_dir = topo, workdir, log_dir
+        self.live: set[Proc] = set()
+        self.count = 0
+
+    def pull_together(self, ref: str, n: int, expect: oci.Image, timeout: float) -> list[float]:
+        """Start `n` pulls of `ref` at once; return each one's seconds from the common start.
+
+        Every client must exit 0 with the layer on disk at its full size.
+        """
+        procs: list[Proc] = []
+        dests: list[Path] = []
+        ends: dict[int, float] = {}
+        try:
+            t0 = time.monotonic()
+            for _ in range(n):
+                self.count += 1
+                dest = self.workdir / f"pull-{self.count}"
+                argv = ["skopeo", "copy", "--src-tls-verify=false", f"docker://{ref}", f"dir:{dest}"]
+                proc = Proc(nsenter(self.topo.vm, argv), self.log_dir / f"skopeo-{self.count}.log")
+                self.live.add(proc)
+                procs.append(proc)
+                dests.append(dest)
+            deadline = t0 + timeout
+            while len(ends) < n:
+                for i, proc in enumerate(procs):
+                    if i not in ends and not proc.running():
+                        ends[i] = time.monotonic()
+                if time.monotonic() > deadline:
+                    slow = next(p for i, p in enumerate(procs) if i not in ends)
+                    raise slow.failure(f"did not finish pulling {ref} within {timeout:.0f}s")
+                time.sleep(0.005)
+            for proc, dest in zip(procs, dests, strict=True):
+                if proc.popen.returncode != 0:
+                    raise proc.failure(f"exited with status {proc.popen.returncode}")
+                check_pulled(dest, expect)
+            return [ends[i] - t0 for i in range(n)]
+        finally:
+            for proc in procs:
+                stop(proc)
+                self.live.discard(proc)
+            for dest in dests:
+                shutil.rmtree(dest, ignore_errors=True)
+
+    def close(self) -> None:
+        for proc in list(self.live):
+            stop(proc)
+        self.live.clear()
+
+
+def check_pulled(dest: Path, expect: oci.Image) -> None:
+    for layer in expect.layers:
+        got = dest / layer.hex
+        size = got.stat().st_size if got.exists() else None
+        if size != layer.size:
+            raise RuntimeError(f"{dest}: layer {layer.digest} has {size} bytes, expected {layer.size}")
+
+
+# -- measurements -----------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    """One measurement, one CSV row."""
+
+    kind: str  # "direct", "cold" or "warm"
+    mirror: str  # "none" for direct pulls
+    n: int  # clients pulling at once
+    cold_n: int  # N of the cold run that filled the mirror (0 for direct pulls)
+    rep: int
+    seconds: float  # start -> last client done
+    client_seconds: str  # each client's time, ";"-separated
+    uplink_tx_bytes: int  # sent by the upstream's veth (the image's direction)
+    uplink_rx_bytes: int
+    upstream_layer_gets: int  # successful GETs of the layer in the upstream's log
+    upstream_blob_body_bytes: int  # blob body bytes the upstream wrote
+    mirror_upstream_bytes: float | None  # nic_cache_upstream_bytes_total, since the mirror started
+    image_bytes: int
+    rate: str
+
+
+@dataclass
+class Bench:
+    """Everything one run needs; `samples` fills as it goes."""
+
+    topo: Topology
+    upstream: NsRegistry
+    clients: Clients
+    image: oci.Image
+    rate: str
+    repeat: int
+    workdir: Path
+    log_dir: Path
+    samples: list[Sample] = field(default_factory=list)
+
+    @property
+    def image_bytes(self) -> int:
+        return sum(blob.size for blob in self.image.blobs())
+
+    def timeout(self, n: int) -> float:
+        """Generous: four times the wire time of n copies, plus a minute."""
+        return 60 + 4 * n * self.image_bytes * 8 / parse_rate(self.rate)
+
+    def measure(
+        self, kind: str, mirror: Mirror | None, ref: str, n: int, rep: int, cold_n: int = 0
+    ) -> Sample:
+        layer = self.image.layers[0].digest
+        gets0, body0 = self.upstream.layer_stats(layer)
+        tx0, rx0 = self.topo.settled_uplink()
+        times = self.clients.pull_together(ref, n, self.image, self.timeout(n))
+        tx1, rx1 = self.topo.settled_uplink()
+        gets1, body1 = self.upstream.layer_stats(layer)
+        sample = Sample(
+            kind=kind,
+            mirror=mirror.name if mirror else "none",
+            n=n,
+            cold_n=cold_n,
+            rep=rep,
+            seconds=round(max(times), 3),
+            client_seconds=";".join(f"{t:.3f}" for t in times),
+            uplink_tx_bytes=tx1 - tx0,
+            uplink_rx_bytes=rx1 - rx0,
+            upstream_layer_gets=gets1 - gets0,
+            upstream_blob_body_bytes=body1 - body0,
+            mirror_upstream_bytes=mirror.upstream_bytes() if mirror else None,
+            image_bytes=self.image_bytes,
+            rate=self.rate,
+        )
+        self.samples.append(sample)
+        say(
+            f"  {kind:<6} {sample.mirror:<12} N={n} rep {rep}: last {sample.seconds:6.2f} s, "
+            f"uplink {sample.uplink_tx_bytes / 1e6:7.1f} MB, layer GETs upstream {sample.upstream_layer_gets}"
+        )
+        return sample
+
+    def direct(self) -> None:
+        say(f"T_fetch: one client straight from the upstream, {self.repeat}x")
+        for rep in range(1, self.repeat + 1):
+            self.measure("direct", None, self.topo.direct_ref, 1, rep)
+
+    def through(self, which: str, n: int) -> None:
+        """Cold pulls by n clients on an empty mirror, then warm single pulls."""
+        run_dir = self.workdir / f"{which}-n{n}"
+        log = self.log_dir / f"{which}-n{n}.log"
+        mirror: Mirror = (
+            NicCacheMirror(self.topo, run_dir, log)
+            if which == "nic_cache"
+            else DistributionMirror(self.topo, run_dir, log)
+        )
+        say(f"{which}: {n} cold client(s), then {self.repeat} warm pull(s)  [log {log}]")
+        try:
+            mirror.start()
+            self.measure("cold", mirror, mirror.ref(), n, 1, cold_n=n)
+            for rep in range(1, self.repeat + 1):
+                self.measure("warm", mirror, mirror.ref(), 1, rep, cold_n=n)
+        except ProcessFailed as exc:
+            raise ProcessFailed(f"{exc}\n--- last lines of the {which} log {log} ---\n{tail(log)}") from exc
+        finally:
+            mirror.close()
+
+
+def seed_upstream(topo: Topology, upstream: NsRegistry, image: oci.Image, workdir: Path) -> None:
+    """Push the image from inside the up namespace, so the push never crosses the uplink."""
+    layout = oci.write_layout(workdir / "layout", "push", image)
+    run(
+        nsenter(topo.up, [
+            "skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
+            f"oci:{layout}:push", f"docker://{upstream.host}/{REPO}:{TAG}",
+        ]),
+        timeout=600,
+    )
+    shutil.rmtree(layout)
+
+
+# -- report -----------------------------------------------------------------------------
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def report(bench: Bench, args: argparse.Namespace, elapsed: float, load_before: float) -> str:
+    """The human table: ratios against the image size, one direct pull, and T_fetch."""
+    samples, image_bytes = bench.samples, bench.image_bytes
+    direct = [s for s in samples if s.kind == "direct"]
+    t_fetch = _median([s.seconds for s in direct])
+    direct_tx = _median([s.uplink_tx_bytes for s in direct])
+    lines = [
+        f"bench-mirror: {image_bytes / 1e6:.1f} MB image (1 random layer, {image_bytes} bytes in "
+        f"{len(list(bench.image.blobs()))} blobs), uplink {args.rate} tbf both ways, "
+        f"median of {args.repeat}, {os.cpu_count()} CPUs, {elapsed:.0f} s in all",
+        f"load average (1 min) at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f}"
+        " (anything else running skews the times)",
+        f"T_fetch (direct pull): {t_fetch:.2f} s  [{' '.join(f'{s.seconds:.2f}' for s in direct)}], "
+        f"{direct_tx / 1e6:.1f} MB on the uplink = {direct_tx / image_bytes:.3f}x the image "
+        "(TCP/IP/Ethernet overhead)",
+        "",
+        f"{'mirror':<13}{'N':>3}{'last s':>9}{'last/T_fetch':>14}{'uplink MB':>11}{'up/image':>10}"
+        f"{'up/direct':>11}{'layer GETs':>12}{'warm s':>9}",
+    ]
+    verdict: dict[str, dict[str, float]] = {}
+    for which in MIRRORS:
+        for n in args.clients:
+            cold = [s for s in samples if (s.kind, s.mirror, s.n) == ("cold", which, n)]
+            warm = [s for s in samples if (s.kind, s.mirror, s.cold_n) == ("warm", which, n)]
+            if not cold:
+                continue
+            c = cold[0]
+            warm_s = _median([s.seconds for s in warm])
+            row = {
+                "last_ratio": c.seconds / t_fetch,
+                "up_image": c.uplink_tx_bytes / image_bytes,
+                "up_direct": c.uplink_tx_bytes / direct_tx,
+                "gets": c.upstream_layer_gets,
+            }
+            v = verdict.setdefault(which, {"last_ratio": 0.0, "up_direct": 0.0, "gets": 0})
+            for key in ("last_ratio", "up_direct", "gets"):
+                v[key] = max(v[key], row[key])
+            lines.append(
+                f"{which:<13}{n:>3}{c.seconds:>9.2f}{row['last_ratio']:>13.2f}x"
+                f"{c.uplink_tx_bytes / 1e6:>11.1f}{row['up_image']:>9.2f}x{row['up_direct']:>10.2f}x"
+                f"{c.upstream_layer_gets:>12}{warm_s:>9.2f}"
+            )
+    warm_all = {
+        which: _median([s.seconds for s in samples if s.kind == "warm" and s.mirror == which])
+        for which in MIRRORS
+    }
+    lines += [
+        "",
+        "warm hit, one client (median of all warm pulls): "
+        + ", ".join(f"{w} {warm_all[w]:.2f} s" for w in MIRRORS),
+        "up/image counts link bytes (headers included); up/direct divides by one direct pull's link "
+        "bytes, so 1.00x there means one copy of the image crossed the uplink.",
+    ]
+    if "nic_cache" in verdict:
+        v = verdict["nic_cache"]
+        checks = [
+            ("one copy upstream at every N (up/direct <= 1.02x, 1 layer GET)",
+             v["up_direct"] <= 1.02 and v["gets"] <= 1, f"max {v['up_direct']:.2f}x, {v['gets']:.0f} GETs"),
+            ("last of N within 1.15x T_fetch", v["last_ratio"] <= 1.15, f"max {v['last_ratio']:.2f}x"),
+            ("warm hit no slower than distribution", warm_all["nic_cache"] <= warm_all["distribution"],
+             f"{warm_all['nic_cache']:.2f} s vs {warm_all['distribution']:.2f} s"),
+        ]
+        lines.append("nic_cache targets:")
+        lines += [f"  {'ok  ' if ok else 'MISS'} {what}: {detail}" for what, ok, detail in checks]
+    return "\n".join(lines)
+
+
+def write_csv(path: Path, samples: list[Sample]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=[f.name for f in fields(Sample)])
+        writer.writeheader()
+        for sample in samples:
+            writer.writerow(asdict(sample))
+
+
+# -- main -------------------------------------------------------------------------------
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m load.bench_mirror",
+        description="nic_cache vs CNCF distribution (proxy mode) behind a shaped uplink, in one run.",
+    )
+    parser.add_argument("--rate", default="200mbit", help="uplink rate, both directions (default 200mbit)")
+    parser.add_argument("--size", default=None,
+                        help="layer size, e.g. 100MB (default 100MB; 20MB with --quick)")
+    parser.add_argument("--clients", default=None,
+                        help="comma-separated N values (default 1,4,8; 1,2 with --quick)")
+    parser.add_argument("--repeat", type=int, default=3, help="direct and warm pulls per point (default 3)")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 20MB image, clients 1,2")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="CSV path (default results/bench-mirror-<date>.csv in the repository)")
+    parser.add_argument("--log-dir", type=Path, default=None,
+                        help="keep server and client logs here (default: a temp dir, removed at the end)")
+    args = parser.parse_args(argv)
+    args.size = parse_size(args.size or ("20MB" if args.quick else "100MB"))
+    args.clients = [int(n) for n in (args.clients or ("1,2" if args.quick else "1,4,8")).split(",")]
+    if any(n < 1 for n in args.clients) or args.repeat < 1:
+        parser.error("--clients and --repeat take positive numbers")
+    parse_rate(args.rate)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    args.out = args.out or REPO_ROOT / "results" / f"bench-mirror-{stamp}.csv"
+    return args
+
+
+def preflight() -> None:
+    """Exit with a clear message unless we are root with every program we drive."""
+    problems = []
+    if os.geteuid() != 0:
+        problems.append("must run as root (it creates network namespaces and tc qdiscs)")
+    missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
+    if missing:
+        problems.append(f"missing program(s) on PATH: {', '.join(missing)} "
+                        "(Debian: skopeo docker-registry iproute2 util-linux procps)")
+    if problems:
+        sys.exit("bench_mirror: " + "; ".join(problems))
+    for name in stale_namespaces(NS_BASE):
+        say(f"note: namespace {name} is left over from a run that died; `ip netns delete {name}`")
+
+
+@contextlib.contextmanager
+def exit_on_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP into SystemExit so cleanup runs as it does for Ctrl-C."""
+
+    def handler(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    preflight()
+    started, load_before = time.monotonic(), os.getloadavg()[0]
+    workdir = Path(tempfile.mkdtemp(prefix=f"bench-mirror-{os.getpid()}-"))
+    log_dir = args.log_dir or workdir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    lab = NetLab(f"{NS_BASE}-{os.getpid()}")
+    stack = contextlib.ExitStack()
+    atexit.register(stack.close)  # a second chance if something skips the finally below
+    with exit_on_signals():
+        try:
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            stack.callback(lab.close)
+            stack.callback(_warn_leftovers, lab)
+            say(f"building namespaces {lab.prefix}-{{up,nic,vm}}, uplink {args.rate} each way")
+            topo = build_topology(lab, args.rate)
+            upstream = NsRegistry(topo.up, f"{UP_IP}:{REGISTRY_PORT}", workdir=workdir / "upstream")
+            upstream.log = log_dir / "upstream.log"
+            stack.callback(upstream.stop)
+            upstream.start()
+            image = oci.image([oci.random_layer(args.size, seed=args.size)])
+            say(f"seeding {REPO}:{TAG} ({image.layers[0].size} byte layer) into the upstream")
+            seed_upstream(topo, upstream, image, workdir)
+            clients = Clients(topo, workdir, log_dir)
+            stack.callback(clients.close)
+            bench = Bench(topo, upstream, clients, image, args.rate, args.repeat, workdir, log_dir)
+            bench.direct()
+            for n in args.clients:
+                for which in MIRRORS:
+                    bench.through(which, n)
+            write_csv(args.out, bench.samples)
+            say("")
+            say(report(bench, args, time.monotonic() - started, load_before))
+            say(f"\nCSV: {args.out}" + (f"\nlogs: {log_dir}" if args.log_dir else ""))
+            return 0
+        except (RuntimeError, subprocess.CalledProcessError, TimeoutError) as exc:
+            say(f"bench_mirror failed: {exc}")
+            return 1
+        except KeyboardInterrupt:
+            say("bench_mirror interrupted: stopping servers and deleting namespaces")
+            return 130
+        except SystemExit:
+            say("bench_mirror terminated: stopping servers and deleting namespaces")
+            raise
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut cleanup short
+            try:
+                stack.close()
+            finally:
+                signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _warn_leftovers(lab: NetLab) -> None:
+    for ns, pids in lab.leftover_pids().items():
+        say(f"warning: processes {pids} still live in {ns}; deleting it anyway")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
