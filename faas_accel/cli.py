@@ -7,7 +7,9 @@ import click
 from . import __version__
 from .cache_cli import cache
 from .hook.cli import hook
+from .images.cli import images
 from .lab.cli import lab
+from .provider.cli import provider
 from .mirror_config_cli import mirror_config
 
 
@@ -20,6 +22,8 @@ def main() -> None:
 main.add_command(cache)
 main.add_command(hook)
 main.add_command(lab)
+main.add_command(images)
+main.add_command(provider)
 main.add_command(mirror_config)
 
 

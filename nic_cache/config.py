@@ -21,6 +21,7 @@ from .reference import HOST_RE
 from .units import parse_duration, parse_size
 
 ENV_PREFIX = "NIC_CACHE_"
+_BOOLS = {"true": True, "false": False}  # strings come from ${VAR} expansion
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -94,6 +95,8 @@ def load_config(
         line = lines.get(path)
         return f"{source}:{line}" if line else source
 
+    if raw is None:
+        raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys to values")
     raw = _expand(raw, environ, where)
@@ -125,10 +128,10 @@ def _expand(value: Any, environ: Mapping[str, str], where: Any, path: tuple[str,
 
         def sub(m: re.Match[str]) -> str:
             name, default = m.group(1), m.group(2)
+            if default is not None and not environ.get(name):
+                return default  # `:-` means unset or empty, as in the shell
             if name in environ:
                 return environ[name]
-            if default is not None:
-                return default
             raise ConfigError(
                 f"{where(*path)}: {'.'.join(path)}: environment variable {name} is not set"
             )
@@ -205,6 +208,8 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
     if (user is None) != (password is None):
         raise ConfigError(f"{loc}: upstreams.{host}: username and password go together")
     tls_verify = spec.get("tls_verify", True)
+    if isinstance(tls_verify, str) and tls_verify.strip().lower() in _BOOLS:
+        tls_verify = _BOOLS[tls_verify.strip().lower()]
     if not isinstance(tls_verify, bool):
         raise ConfigError(f"{loc}: upstreams.{host}.tls_verify: must be true or false")
     return UpstreamConfig(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from .errors import ManifestInvalid
+from .errors import DigestInvalid, ManifestInvalid
 from .reference import validate_digest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -67,7 +67,7 @@ def parse_manifest(body: bytes, media_type: str | None = None) -> ParsedManifest
         blobs = [_descriptor(doc["config"])] if "config" in doc else []
         blobs += [_descriptor(d) for d in doc.get("layers", [])]
         return ParsedManifest(mt, False, tuple(blobs))
-    except (KeyError, TypeError, AttributeError) as exc:
+    except (KeyError, TypeError, AttributeError, DigestInvalid) as exc:
         raise ManifestInvalid(f"malformed descriptor in manifest: {exc}") from exc
 
 

@@ -165,7 +165,12 @@ class ImageRef:
         return out
 
     def mirror_form(self, mirror: str) -> str:
-        """The rewritten reference `<mirror>/<registry>/<repo>[:tag][@digest]`."""
+        """The rewritten reference `<mirror>/<registry>/<repo>[:tag][@digest]`.
+
+        Raises NameInvalid for a registry with a port: a path segment cannot hold `:`.
+        """
+        if ":" in self.registry:
+            raise NameInvalid(f"registry {self.registry!r} has a port; it cannot be rewritten into a path")
         return f"{mirror}/{self}"
 
 
@@ -199,7 +204,7 @@ def parse_image(image: str) -> ImageRef:
         validate_reference(tag)
         if is_digest(tag):
             raise TagInvalid(f"invalid tag {tag!r} in {image!r}")
-    if digest:
+    if "@" in image:
         validate_digest(digest)
     elif tag is None:
         tag = "latest"

@@ -42,6 +42,10 @@ def parse_duration(value: object) -> float:
         return float(value)
     if isinstance(value, str):
         text = value.strip()
+        try:
+            return parse_duration(float(text))
+        except ValueError:
+            pass
         parts = _DURATION_RE.findall(text)
         if parts and "".join(n + u for n, u in parts) == text:
             return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
