@@ -9,8 +9,8 @@ from .cache_cli import cache
 from .hook.cli import hook
 from .images.cli import images
 from .lab.cli import lab
-from .provider.cli import provider
 from .mirror_config_cli import mirror_config
+from .provider.cli import provider
 
 
 @click.group()

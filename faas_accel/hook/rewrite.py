@@ -66,7 +66,8 @@ def plan_deploy(body: bytes, policy: RewritePolicy) -> DeployPlan:
     except RegistryError as exc:
         return DeployPlan(name, original, None, f"image not understood ({exc}); forwarded unchanged")
     if ":" in ref.registry:
-        return DeployPlan(name, original, None, f"registry {ref.registry} has a port; the mirror form cannot name it")
+        reason = f"registry {ref.registry} has a port; the mirror form cannot name it"
+        return DeployPlan(name, original, None, reason)
     if ref.registry in policy.deny:
         return DeployPlan(name, original, None, f"registry {ref.registry} is denied")
     if policy.allow and ref.registry not in policy.allow:

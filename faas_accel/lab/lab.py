@@ -192,10 +192,10 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     hosts = d / "certs.d"
     (hosts / REGISTRY_HOST).mkdir(parents=True, exist_ok=True)
     # the direct path: registry.lab is the internet's registry, reached through the NIC's router
-    (hosts / REGISTRY_HOST / "hosts.toml").write_text(f'server = "{spec.upstream_url}"\n')
+    (hosts / REGISTRY_HOST / "hosts.toml").write_text(_hosts_toml(spec.upstream_url))
     # the peer's images are pulled by its address, over plain http
     (hosts / spec.peer_host).mkdir(parents=True, exist_ok=True)
-    (hosts / spec.peer_host / "hosts.toml").write_text(f'server = "http://{spec.peer_host}"\n')
+    (hosts / spec.peer_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.peer_host}"))
     (d / "password").write_text(spec.password)
     out: list[Daemon] = []
     if spec.runtime == "containerd":
@@ -298,6 +298,11 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
         out.append(hook)
         daemons.wait_ready(hook, lambda: _http(f"{vm.hook_url}/healthz"), 30, "/healthz answering")
     return out
+
+
+def _hosts_toml(url: str) -> str:
+    # containerd 1.6 ignores a file with only `server`: the host entry is what it uses
+    return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
 
 
 def _containerd_config(d: Path, sock: str) -> str:
