@@ -201,7 +201,8 @@ class _Body:
 def _body_stream() -> Any:
     """The incoming body, streamed: with its length if known, else chunked."""
     if request.content_length is not None:
-        return _Body(request.stream, request.content_length) if request.content_length else None
+        # an explicit empty body keeps `Content-Length: 0` (POST without it is ambiguous)
+        return _Body(request.stream, request.content_length) if request.content_length else b""
     if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
         return iter(lambda: request.stream.read(CHUNK), b"")
     return None
@@ -209,11 +210,8 @@ def _body_stream() -> Any:
 
 def _stream(upstream: requests.Response) -> Iterator[bytes]:
     try:
-        while True:
-            data = upstream.raw.read1(CHUNK, decode_content=False)
-            if not data:
-                return
-            yield data
+        # chunked bodies (logs, streamed invocations) come chunk by chunk; others by length
+        yield from upstream.raw.stream(CHUNK, decode_content=False)
     finally:
         upstream.close()
 

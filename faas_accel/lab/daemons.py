@@ -26,15 +26,12 @@ class Daemon:
     netns: str | None
     log: str
     argv: tuple[str, ...]
+    start_time: int = 0  # /proc/<pid>/stat field 22: tells our process from a reused PID
 
     def alive(self) -> bool:
         """Running, and still the process we started (PIDs get reused)."""
-        try:
-            cmdline = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{self.pid}/stat").read_text().split(") ", 1)[1][0]
-        except (FileNotFoundError, IndexError, ProcessLookupError):
-            return False
-        return state != "Z" and bool(cmdline) and cmdline[0].decode(errors="replace") == self.argv[0]
+        stat = _stat(self.pid)
+        return stat is not None and stat[0] != "Z" and stat[1] == self.start_time
 
     def tail(self, lines: int = 30) -> str:
         try:
@@ -80,7 +77,17 @@ def start(
             env={**os.environ, **(env or {})},
         )
     # nsenter and taskset exec the program, so the PID stays the program's
-    return Daemon(name, proc.pid, netns, str(log), (argv[0],))
+    stat = _stat(proc.pid)
+    return Daemon(name, proc.pid, netns, str(log), (argv[0],), stat[1] if stat else 0)
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, start time) of a process, or None if it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return None
+    return fields[0], int(fields[19])
 
 
 def wait_ready(daemon: Daemon, ready: Callable[[], bool], timeout: float, what: str) -> None:
@@ -109,6 +116,7 @@ def load(path: Path) -> tuple[list[Daemon], dict[str, object]]:
     except (FileNotFoundError, ValueError):
         return [], {}
     daemons = [
-        Daemon(d["name"], d["pid"], d["netns"], d["log"], tuple(d["argv"])) for d in data.pop("daemons", [])
+        Daemon(d["name"], d["pid"], d["netns"], d["log"], tuple(d["argv"]), d.get("start_time", 0))
+        for d in data.pop("daemons", [])
     ]
     return daemons, data

@@ -43,8 +43,7 @@ HOP_BY_HOP = frozenset(
 )
 
 
-@bp.route("/function/<name>", defaults={"path": ""}, methods=METHODS)
-@bp.route("/function/<name>/", defaults={"path": ""}, methods=METHODS)
+@bp.route("/function/<name>", defaults={"path": ""}, methods=METHODS, strict_slashes=False)
 @bp.route("/function/<name>/<path:path>", methods=METHODS)
 def invoke(name: str, path: str) -> Response:
     name, _, namespace = name.partition(".")
