@@ -420,11 +420,11 @@ def provider_factory(tmp_path: Path) -> Iterator[Callable[..., Served]]:
     password_file.write_text(PASSWORD + "\n")
 
     def make(runtime: str, address: str, **overrides: Any) -> Served:
-        settings: dict[str, Any] = {"ready_timeout": 20, "stop_grace": 0.2, **overrides}
+        settings: dict[str, Any] = {"ready_timeout": 20, "stop_grace": 0.2, "state_dir": tmp_path / "state"}
+        settings.update(overrides)
         config = ProviderConfig(
             runtime=runtime,
             address=address,
-            state_dir=tmp_path / "state",
             auth_user=USER,
             auth_password_file=password_file,
             **settings,
