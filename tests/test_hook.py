@@ -47,7 +47,11 @@ class TestRewritePlan:
             ({"service": "f", "image": "python:3.12"}, True, "accelerated"),
             ({"service": "f", "image": "quay.io/x/y:1"}, False, "denied"),
             ({"service": "f", "image": "198.18.0.1:5000/x:1"}, False, "has a port"),
-            ({"service": "f", "image": "x:1", "annotations": {"com.openfaas.accel/skip": "true"}}, False, "skip"),
+            (
+                {"service": "f", "image": "x:1", "annotations": {"com.openfaas.accel/skip": "true"}},
+                False,
+                "skip",
+            ),
             ({"service": "f", "image": "nic:5000/docker.io/library/x:1"}, False, "already names"),
             ({"service": "f"}, False, "no image"),
             ({"service": "f", "image": "UPPER/case"}, False, "not understood"),
@@ -66,8 +70,13 @@ class TestRewritePlan:
 
     def test_restore_puts_the_original_back(self) -> None:
         """List responses show the user's image and lose the hook's annotation."""
-        listed = [{"name": "f", "image": "nic:5000/docker.io/library/python:3.12",
-                   "annotations": {ORIGINAL_ANNOTATION: "python:3.12", "keep": "me"}}]  # fmt: skip
+        listed = [
+            {
+                "name": "f",
+                "image": "nic:5000/docker.io/library/python:3.12",
+                "annotations": {ORIGINAL_ANNOTATION: "python:3.12", "keep": "me"},
+            }
+        ]
         fixed = json.loads(restore_images(json.dumps(listed).encode()) or b"")
         assert fixed == [{"name": "f", "image": "python:3.12", "annotations": {"keep": "me"}}]
 
@@ -83,7 +92,9 @@ class VM:
 
     def call(self, method: str, path: str, *, auth: bool = True, **kw: Any) -> requests.Response:
         kw.setdefault("timeout", 120)
-        return self.http.request(method, f"{self.hook_url}{path}", auth=(USER, PASSWORD) if auth else None, **kw)
+        return self.http.request(
+            method, f"{self.hook_url}{path}", auth=(USER, PASSWORD) if auth else None, **kw
+        )
 
     def deploy(self, name: str, image: str, **extra: Any) -> requests.Response:
         body = json.dumps(faas_cli_body(name, image, **extra))
@@ -111,22 +122,36 @@ def nic(seeded: Seeded) -> Iterator[Cache]:
 
 @pytest.fixture
 def make_vm(
-    seeded: Seeded, containerd_factory: Callable[..., Containerd],
-    provider_factory: Callable[..., Served], tmp_path: Path,  # noqa: F811
+    seeded: Seeded,
+    containerd_factory: Callable[..., Containerd],
+    provider_factory: Callable[..., Served],  # noqa: F811
+    tmp_path: Path,
 ) -> Iterator[Callable[..., VM]]:
     """`make(cache_url) -> VM`; `registry.lab` resolves straight to the upstream (the direct path)."""
     hosts = tmp_path / "certs.d" / LAB
     hosts.mkdir(parents=True)
     up = seeded.registry.url
-    hosts.joinpath("hosts.toml").write_text(f'server = "{up}"\n[host."{up}"]\n  capabilities = ["pull", "resolve"]\n')
+    hosts.joinpath("hosts.toml").write_text(
+        f'server = "{up}"\n[host."{up}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
     stack = contextlib.ExitStack()
 
     def make(cache_url: str, token: str = "test-admin-token") -> VM:
         ctrd = containerd_factory()
-        provider = provider_factory("containerd", ctrd.address, namespace=ctrd.namespace,
-                                    hosts_dir=tmp_path / "certs.d", state_dir=tmp_path / ctrd.namespace)  # fmt: skip
-        config = HookConfig(provider_url=provider.url, cache_url=cache_url, cache_token=token,
-                            prefetch_wait=60, vm=ctrd.namespace)  # fmt: skip
+        provider = provider_factory(
+            "containerd",
+            ctrd.address,
+            namespace=ctrd.namespace,
+            hosts_dir=tmp_path / "certs.d",
+            state_dir=tmp_path / ctrd.namespace,
+        )
+        config = HookConfig(
+            provider_url=provider.url,
+            cache_url=cache_url,
+            cache_token=token,
+            prefetch_wait=60,
+            vm=ctrd.namespace,
+        )
         url = stack.enter_context(serving(create_app(config)))
         session = stack.enter_context(requests.Session())
         session.trust_env = False
