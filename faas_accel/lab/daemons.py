@@ -13,6 +13,18 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
+# Popen objects of the daemons this process started: kept so they are not collected while the
+# daemon runs (and reaped by `reap`), since the lab outlives the call that started it.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def reap() -> None:
+    """Collect the exit status of daemons this process started that have ended."""
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            del _CHILDREN[pid]
+
+
 class DaemonFailed(RuntimeError):
     """A lab process exited or never became ready; the message quotes its log."""
 
@@ -30,6 +42,10 @@ class Daemon:
 
     def alive(self) -> bool:
         """Running, and still the process we started (PIDs get reused)."""
+        child = _CHILDREN.get(self.pid)
+        if child is not None and child.poll() is not None:
+            del _CHILDREN[self.pid]
+            return False
         stat = _stat(self.pid)
         return stat is not None and stat[0] != "Z" and stat[1] == self.start_time
 
@@ -76,6 +92,7 @@ def start(
             start_new_session=True,
             env={**os.environ, **(env or {})},
         )
+    _CHILDREN[proc.pid] = proc
     # nsenter and taskset exec the program, so the PID stays the program's
     stat = _stat(proc.pid)
     return Daemon(name, proc.pid, netns, str(log), (argv[0],), stat[1] if stat else 0)

@@ -414,6 +414,7 @@ def down(spec: LabSpec, *, log: Callable[[str], None] = print) -> list[str]:
     for d in running:  # polite first: let daemons shut down their children
         d.stop(timeout=5)
     gone = net.teardown()
+    daemons.reap()
     gone += _cleanup_runtime_leftovers()
     if p["run"].exists():
         _unmount_under(p["run"])
