@@ -12,7 +12,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-
 # Popen objects of the daemons this process started: kept so they are not collected while the
 # daemon runs (and reaped by `reap`), since the lab outlives the call that started it.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
