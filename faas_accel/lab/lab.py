@@ -196,6 +196,11 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     # the peer's images are pulled by its address, over plain http
     (hosts / spec.peer_host).mkdir(parents=True, exist_ok=True)
     (hosts / spec.peer_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.peer_host}"))
+    # containerd VMs pull the hook's rewritten images from the NIC directly (plain http via
+    # hosts.toml); a docker VM goes through the hook's local registry on 127.0.0.1 instead
+    nic_host = f"{NIC_IP}:{CACHE_PORT}"
+    (hosts / nic_host).mkdir(parents=True, exist_ok=True)
+    (hosts / nic_host / "hosts.toml").write_text(_hosts_toml(f"http://{nic_host}"))
     (d / "password").write_text(spec.password)
     out: list[Daemon] = []
     if spec.runtime == "containerd":
@@ -287,8 +292,11 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
                 spec.admin_token,
                 "--bind",
                 f"0.0.0.0:{HOOK_PORT}",
-                "--local-registry",
-                LOCAL_REGISTRY,
+                *(
+                    ["--local-registry", LOCAL_REGISTRY]
+                    if spec.runtime == "docker"
+                    else ["--mirror-host", f"{NIC_IP}:{CACHE_PORT}"]
+                ),
                 "--vm",
                 vm.name,
             ],
