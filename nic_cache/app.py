@@ -20,6 +20,8 @@ from .errors import RangeNotSatisfiable, RegistryError, Unauthorized
 from .fill import Fills
 from .metrics import Metrics
 from .prefetch import Prefetcher
+from .prewarm.budget import Budget
+from .prewarm.state import PrewarmState
 from .proxy import Mirror
 from .services import Services, services
 from .store import Store
@@ -44,9 +46,14 @@ def create_app(
         on_inflight=metrics.fills_in_flight.inc,
     )
     mirror = Mirror(config, store, upstreams, fills)
+    prewarm = PrewarmState(store)
+    prefetcher = Prefetcher(
+        mirror, platforms=config.platforms, budget=Budget(fills, prewarm.limits),
+        record_pin=prewarm.record_pin,
+    )
     app.extensions["nic_cache"] = Services(
         config=config, store=store, upstreams=upstreams, fills=fills, mirror=mirror,
-        prefetcher=Prefetcher(mirror, platforms=config.platforms), metrics=metrics,
+        prefetcher=prefetcher, metrics=metrics, prewarm=prewarm,
     )
     app.register_blueprint(registry.bp)
     app.register_blueprint(admin.bp)

@@ -10,6 +10,11 @@ Every reader — the leader's own client included — streams from the part file
 The last byte of every response is held back until the blob is verified and in the store,
 so a fill that fails (upstream died, bytes corrupt, leader crashed) ends every reader's
 response short: no client ever sees a complete-looking 200 for bytes that were not checked.
+
+Background fills (prewarm) pass a `Pacer` that the copy loop calls after every chunk. Live
+readers hold a shared flock on `tmp/<hex>.live.lock` and on `tmp/live.lock` while they
+stream, so a pacer in any worker can see that a client waits on this fill (and stop
+slowing it) or on some fill (and yield the link to it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 from .errors import FillAborted, NicCacheError, UpstreamUnavailable
 from .reference import digest_hex
@@ -33,6 +39,7 @@ from .upstream import BlobStream
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 POLL_MIN, POLL_MAX = 0.002, 0.05
+LIVE_MISSES = "live.lock"
 
 
 @dataclass(frozen=True)
@@ -42,6 +49,13 @@ class Fill:
     path: str
     size: int | None
     media_type: str | None
+
+
+class Pacer(Protocol):
+    """Slows the copy loop of a background fill (see nic_cache/prewarm/budget.py)."""
+
+    def pace(self, digest: str, nbytes: int) -> None:
+        """Return once the fill of `digest`, which just read `nbytes`, may read on."""
 
 
 class Fills:
@@ -75,12 +89,15 @@ class Fills:
         digest: str,
         open_upstream: Callable[[], BlobStream],
         media_type: str | None = None,
+        *,
+        pacer: Pacer | None = None,
     ) -> Fill | None:
         """Lead or follow the fill of `digest`.
 
         Returns the Fill to stream from, or None when the blob is already in the store.
         Errors from `open_upstream` (BlobUnknown, UpstreamUnavailable, ...) propagate to the
         caller that led; followers of a leader that failed to start try to lead themselves.
+        A `pacer` paces the fill only if this call leads it.
         """
         deadline = time.monotonic() + self.wait_timeout
         delay = POLL_MIN
@@ -96,7 +113,7 @@ class Fills:
                 if fill is not None:
                     return fill
             else:
-                return self._lead(digest, lock_fd, open_upstream, media_type)
+                return self._lead(digest, lock_fd, open_upstream, media_type, pacer)
             if time.monotonic() > deadline:
                 raise UpstreamUnavailable(f"timed out waiting for the fill of {digest} to start")
             time.sleep(delay)
@@ -118,6 +135,7 @@ class Fills:
         lock_fd: int,
         open_upstream: Callable[[], BlobStream],
         media_type: str | None,
+        pacer: Pacer | None = None,
     ) -> Fill | None:
         try:
             if self.store.stat(digest) is not None:  # finished between our check and the lock
@@ -142,7 +160,7 @@ class Fills:
             raise
         thread = threading.Thread(
             target=self._copy,
-            args=(digest, fill, fd, lock_fd, upstream),
+            args=(digest, fill, fd, lock_fd, upstream, pacer),
             name=f"fill-{digest_hex(digest)[:12]}",
             daemon=True,
         )
@@ -159,7 +177,9 @@ class Fills:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.tmp, name))
 
-    def _copy(self, digest: str, fill: Fill, fd: int, lock_fd: int, upstream: BlobStream) -> None:
+    def _copy(
+        self, digest: str, fill: Fill, fd: int, lock_fd: int, upstream: BlobStream, pacer: Pacer | None
+    ) -> None:
         h = hashlib.sha256()
         written = 0
         try:
@@ -173,6 +193,8 @@ class Fills:
                             view = view[n:]
                         written += len(chunk)
                         self._on_fetched(len(chunk))
+                        if pacer is not None:
+                            pacer.pace(digest, len(chunk))
             finally:
                 upstream.close()
             if fill.size is not None and written < fill.size:
@@ -181,7 +203,7 @@ class Fills:
                 )
             self.store.commit_verified(fill.path, digest, fill.size, fill.media_type, h.hexdigest(), written)
             try:
-                self.store.evict()
+                self.store.evict(keep=digest)
             except NicCacheError:
                 log.exception("eviction after the fill of %s failed", digest)
         except Exception as exc:
@@ -206,11 +228,19 @@ class Fills:
             os.close(fd)
         return True
 
-    def stream(self, digest: str, fill: Fill, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+    def stream(
+        self, digest: str, fill: Fill, start: int = 0, end: int | None = None, *, live: bool = True
+    ) -> Iterator[bytes]:
         """Bytes [start, end) of a fill as they land, the last one only once verified.
 
-        Raises FillAborted if the fill fails or is superseded.
+        A `live` reader (a client, not a background prefetch) is visible to `live_reader`
+        and `live_misses` while it streams. Raises FillAborted if the fill fails or is
+        superseded.
         """
+        with self._marked_live(digest) if live else contextlib.nullcontext():
+            yield from self._stream(digest, fill, start, end)
+
+    def _stream(self, digest: str, fill: Fill, start: int, end: int | None) -> Iterator[bytes]:
         final = self.store.blob_path(digest)
         try:
             fd = os.open(fill.path, os.O_RDONLY)
@@ -229,12 +259,12 @@ class Fills:
                     delay = POLL_MIN
                     yield data
                     continue
-                if os.path.exists(final):
-                    yield from _read_file(final, offset, limit)
+                if _committed(fd, final):
+                    yield from _read_rest(fd, final, offset, limit)
                     return
                 if self._leader_gone(digest) or self._superseded(digest, fill):
-                    if os.path.exists(final):
-                        yield from _read_file(final, offset, limit)
+                    if _committed(fd, final):
+                        yield from _read_rest(fd, final, offset, limit)
                         return
                     raise FillAborted(f"the upstream fill of {digest} failed; try again")
                 time.sleep(delay)
@@ -242,6 +272,29 @@ class Fills:
         finally:
             if fd >= 0:
                 os.close(fd)
+
+    @contextlib.contextmanager
+    def _marked_live(self, digest: str) -> Iterator[None]:
+        fds: list[int] = []
+        try:
+            for path in (self._live_path(digest), os.path.join(self.tmp, LIVE_MISSES)):
+                fds.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+                fcntl.flock(fds[-1], fcntl.LOCK_SH)
+            yield
+        finally:
+            for fd in fds:
+                os.close(fd)
+
+    def _live_path(self, digest: str) -> str:
+        return os.path.join(self.tmp, f"{digest_hex(digest)}.live.lock")
+
+    def live_reader(self, digest: str) -> bool:
+        """Whether a live reader, in any worker, is streaming the fill of `digest`."""
+        return _held(self._live_path(digest))
+
+    def live_misses(self) -> bool:
+        """Whether a live reader, in any worker, is streaming any fill."""
+        return _held(os.path.join(self.tmp, LIVE_MISSES))
 
     def _superseded(self, digest: str, fill: Fill) -> bool:
         current = self._published(digest)
@@ -253,8 +306,58 @@ class Fills:
             thread.join(timeout)
 
 
+def _held(path: str) -> bool:
+    """Whether someone holds a flock on `path` (a missing file is held by no one)."""
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _committed(fd: int, final: str) -> bool:
+    """Whether the fill a reader follows (open as `fd`) is the blob now in the store.
+
+    The rename keeps the inode, so a stored file with another inode came from a later fill:
+    the bytes already sent were never verified and the response must fail.
+    """
+    try:
+        stored = os.stat(final)
+    except FileNotFoundError:
+        return False
+    if fd >= 0 and not os.path.samestat(os.fstat(fd), stored):
+        raise FillAborted("the fill being followed failed; the stored blob came from another fill")
+    return True
+
+
+def _read_rest(fd: int, final: str, offset: int, limit: int | None) -> Iterator[bytes]:
+    """The rest of a verified blob, from the reader's own descriptor when it has one: it is the
+    stored file's inode, so eviction unlinking the path cannot cut the response short."""
+    if fd < 0:
+        yield from _read_file(final, offset, limit)
+        return
+    while limit is None or offset < limit:
+        data = os.pread(fd, CHUNK if limit is None else min(CHUNK, limit - offset), offset)
+        if not data:
+            if limit is not None:
+                raise FillAborted(f"{final} ended at {offset} of {limit} bytes")
+            return
+        offset += len(data)
+        yield data
+
+
 def _read_file(path: str, offset: int, limit: int | None) -> Iterator[bytes]:
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 - closed below; may vanish under eviction
+    except FileNotFoundError as exc:
+        raise FillAborted(f"{path} was evicted while being streamed") from exc
+    with fh:
         fh.seek(offset)
         while limit is None or offset < limit:
             data = fh.read(CHUNK if limit is None else min(CHUNK, limit - offset))

@@ -10,6 +10,7 @@ from .config import Config
 from .fill import Fills
 from .metrics import Metrics
 from .prefetch import Prefetcher
+from .prewarm.state import PrewarmState
 from .proxy import Mirror
 from .store import Store
 from .upstream import Upstreams
@@ -26,6 +27,7 @@ class Services:
     mirror: Mirror
     prefetcher: Prefetcher
     metrics: Metrics
+    prewarm: PrewarmState
 
 
 def services() -> Services:

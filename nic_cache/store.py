@@ -284,6 +284,17 @@ class Store:
                 "UPDATE blobs SET pinned = ? WHERE digest = ?", [(int(pinned), d) for d in digests]
             )
 
+    def pinned(self) -> set[str]:
+        """Digests of every pinned blob."""
+        return {r[0] for r in self._query("SELECT digest FROM blobs WHERE pinned = 1")}
+
+    def refresh(self, digests: Iterable[str]) -> None:
+        """Mark blobs as recently used for LRU without counting a hit (a prewarm found them)."""
+        with self._db() as db:
+            db.executemany(
+                "UPDATE blobs SET last_access = ? WHERE digest = ?", [(self.clock(), d) for d in digests]
+            )
+
     def usage(self) -> tuple[int, int]:
         """(bytes, blob count) in the store."""
         row = self._query("SELECT COALESCE(SUM(size), 0), COUNT(*) FROM blobs")[0]
@@ -386,9 +397,10 @@ class Store:
 
     # -- eviction -------------------------------------------------------------------------
 
-    def evict(self) -> list[str]:
+    def evict(self, keep: str | None = None) -> list[str]:
         """LRU eviction: when over capacity, drop least recently used unpinned blobs down to
-        the low watermark. One process evicts at a time; others skip. Returns what went."""
+        the low watermark (never `keep`, the blob just filled, which its readers are about to
+        get). One process evicts at a time; others skip. Returns what went."""
         if self.capacity <= 0:
             return []
         used, _ = self.usage()
@@ -408,6 +420,8 @@ class Store:
             ):
                 if used <= target:
                     break
+                if row[0] == keep:
+                    continue
                 victims.append(row[0])
                 used -= row[1]
             for digest in victims:

@@ -1,17 +1,27 @@
-"""The admin API (JSON, bearer token), health and metrics."""
+"""The admin API (JSON, bearer token), health and metrics.
+
+Prewarming: `GET /popular` ranks images; a prewarm scheduler holds its lease with
+`POST /prewarm/heartbeat`, records runs with `POST /prewarm/runs` and `PUT /prewarm/runs/<id>`;
+operators read `GET /prewarm` and ask for a run with `POST /prewarm/<name>/run`.
+"""
 
 from __future__ import annotations
 
 import hmac
+import time
 from dataclasses import asdict
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..errors import NameInvalid, Unauthorized
+from ..errors import NameInvalid, NicCacheError, Unauthorized
 from ..images import delete_image, list_images
+from ..popularity import Use, rank
+from ..prewarm.footprint import footprint
+from ..prewarm.spec import NAME_RE
 from ..reference import parse_image
 from ..services import services
+from ..units import parse_duration
 
 bp = Blueprint("admin", __name__, url_prefix="/api/v1")
 ops = Blueprint("ops", __name__)
@@ -35,9 +45,43 @@ def _body() -> dict[str, Any]:
     return data
 
 
+def _flag(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise NameInvalid(f'"{key}" must be true or false')
+    return value
+
+
+def _number(data: dict[str, Any], key: str, default: float) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise NameInvalid(f'"{key}" must be a number >= 0')
+    return float(value)
+
+
+def _query(name: str, default: str, parse: Any) -> Any:
+    text = request.args.get(name, default)
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise NameInvalid(f"query parameter {name}: {exc}") from exc
+
+
+def _count(text: str) -> int:
+    if not text.isdigit():
+        raise ValueError(f"need a whole number, got {text!r}")
+    return int(text)
+
+
 @bp.post("/prefetch")
 def prefetch() -> tuple[Response, int]:
-    """Fill an image (manifests and blobs for the platforms); wait at most `wait` seconds."""
+    """Fill an image (manifests and blobs for the platforms); wait at most `wait` seconds.
+
+    `"priority": "background"` (prewarm) uses the shared budget (`"limits"`, default: the
+    registered prewarm file's) and gives way to live misses; `"pin": true` pins the image
+    (held by `"schedule"` if given); `"dry_run": true` only lists its blobs and which are
+    missing.
+    """
     data = _body()
     image = data.get("image")
     if not isinstance(image, str):
@@ -47,11 +91,25 @@ def prefetch() -> tuple[Response, int]:
         not isinstance(platforms, list) or not all(isinstance(p, str) for p in platforms)
     ):
         raise NameInvalid('"platforms" must be a list like ["linux/amd64"]')
-    wait = data.get("wait", 600)
-    if not isinstance(wait, int | float) or wait < 0:
-        raise NameInvalid('"wait" must be a number of seconds >= 0')
+    wait = _number(data, "wait", 600)
+    priority = data.get("priority", "live")
+    if priority not in ("live", "background"):
+        raise NameInvalid('"priority" must be "live" or "background"')
+    schedule = data.get("schedule")
+    if schedule is not None and (not isinstance(schedule, str) or not NAME_RE.fullmatch(schedule)):
+        raise NameInvalid('"schedule" must be a prewarm schedule name')
+    limits = data.get("limits")
+    if limits is not None and not (
+        isinstance(limits, dict) and set(limits) <= {"concurrency", "bandwidth"}
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in limits.values())
+    ):  # fmt: skip
+        raise NameInvalid('"limits" must be {"concurrency": n, "bandwidth": bits/s}')
+    wanted = tuple(platforms) if platforms else None
+    if _flag(data, "dry_run"):
+        return jsonify(services().prefetcher.plan(image, platforms=wanted)), 200
     progress = services().prefetcher.start(
-        image, platforms=tuple(platforms) if platforms else None, wait=float(wait)
+        image, platforms=wanted, wait=wait, background=priority == "background", limits=limits,
+        pin=_flag(data, "pin"), owner=f"schedule:{schedule}" if schedule else "api",
     )
     status = {"done": 200, "running": 202}.get(progress.state, 502)
     return jsonify(progress.as_dict()), status
@@ -67,7 +125,9 @@ def images() -> Response:
 @bp.delete("/images/<path:ref>")
 def delete(ref: str) -> Response:
     """Forget an image and delete the blobs no other cached image needs."""
-    gone = delete_image(services().store, parse_image(ref))
+    image = parse_image(ref)
+    gone = delete_image(services().store, image)
+    services().prewarm.drop_pins(str(image))
     return jsonify({"deleted": gone})
 
 
@@ -99,6 +159,116 @@ def deploy_event() -> Response:
     vm = data.get("vm") or request.remote_addr
     services().store.log_pull(str(ref), ref.digest, str(vm) if vm else None, kind="deploy")
     return jsonify({"recorded": str(ref)})
+
+
+@bp.get("/popular")
+def popular() -> Response:
+    """Images ranked by decayed pulls + deploys: `?limit=20&window=7d&half_life=1d&min_pulls=0`."""
+    limit = _query("limit", "20", _count)
+    window = _query("window", "7d", parse_duration)
+    half_life = _query("half_life", "1d", parse_duration)
+    min_pulls = _query("min_pulls", "0", _count)
+    svc = services()
+    now = svc.store.clock()
+    uses = (Use.from_row(r) for r in svc.store.pulls(since=now - window))
+    upstreams = svc.upstreams.names()
+    ranked = rank(uses, now=now, half_life=half_life, window=window, limit=limit, min_uses=min_pulls,
+                  keep=lambda image: _registry(image) in upstreams)  # fmt: skip
+    images = []
+    for p in ranked:
+        size, cached = footprint(svc.store, p.image)
+        images.append({
+            "image": p.image, "score": round(p.score, 6), "pulls": p.pulls, "deploys": p.deploys,
+            "vms": p.clients, "last_seen": p.last_seen, "size": size, "cached": cached,
+        })  # fmt: skip
+    return jsonify({"now": now, "window": window, "half_life": half_life, "images": images})
+
+
+def _registry(image: str) -> str | None:
+    try:
+        return parse_image(image).registry
+    except NicCacheError:
+        return None
+
+
+@bp.get("/prewarm")
+def prewarm() -> Response:
+    """The scheduler, its schedules (next run, last result), the limits and queued runs."""
+    return jsonify(services().prewarm.snapshot())
+
+
+@bp.post("/prewarm/heartbeat")
+def prewarm_heartbeat() -> Response:
+    """A scheduler takes or renews the lease and registers its schedules; it gets the runs
+    asked for since its last heartbeat if it is the leader."""
+    data = _body()
+    holder = data.get("holder")
+    if not isinstance(holder, str) or not holder:
+        raise NameInvalid('"holder" must name the scheduler')
+    ttl = _number(data, "ttl", 15)
+    registration = data.get("registration")
+    if registration is not None and not isinstance(registration, dict):
+        raise NameInvalid('"registration" must be an object')
+    return jsonify(services().prewarm.heartbeat(holder, max(ttl, 1.0), registration))
+
+
+@bp.delete("/prewarm/lease")
+def prewarm_release() -> Response:
+    """A scheduler gives its lease up (`?holder=`)."""
+    return jsonify({"released": services().prewarm.release(request.args.get("holder", ""))})
+
+
+@bp.post("/prewarm/runs")
+def prewarm_start_run() -> tuple[Response, int]:
+    """Start a run: `{"name", "holder", "trigger", "scheduled"?, "request"?}`; 409 NOT_LEADER
+    unless the holder has the lease (manual runs excepted)."""
+    data = _body()
+    name, holder, trigger = data.get("name"), data.get("holder"), data.get("trigger", "manual")
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        raise NameInvalid('"name" must be a prewarm schedule name')
+    if not isinstance(holder, str) or not isinstance(trigger, str):
+        raise NameInvalid('"holder" and "trigger" must be strings')
+    scheduled, req = data.get("scheduled"), data.get("request")
+    if scheduled is not None:
+        scheduled = _number(data, "scheduled", 0)
+    if req is not None and (isinstance(req, bool) or not isinstance(req, int)):
+        raise NameInvalid('"request" must be a run request id')
+    run_id = services().prewarm.start_run(
+        name, holder=holder, trigger=trigger, scheduled=scheduled, request=req
+    )
+    return jsonify({"id": run_id}), 201
+
+
+@bp.put("/prewarm/runs/<int:run_id>")
+def prewarm_finish_run(run_id: int) -> Response:
+    """Record a run's result (what it fetched, bytes, seconds, errors)."""
+    services().prewarm.finish_run(run_id, _body())
+    return jsonify({"id": run_id})
+
+
+@bp.get("/prewarm/runs")
+def prewarm_runs() -> Response:
+    """Recent runs, newest first: `?name=&limit=50`."""
+    limit = _query("limit", "50", _count)
+    return jsonify({"runs": services().prewarm.runs(request.args.get("name"), limit)})
+
+
+@bp.post("/prewarm/<name>/run")
+def prewarm_run(name: str) -> tuple[Response, int]:
+    """Ask the scheduler to run a schedule now; `{"wait": s}` waits for the result (200) or
+    answers 202 with the request's state. 404 for an unknown schedule, 503 with no scheduler."""
+    data = request.get_json(silent=True) or {}
+    if not isinstance(data, dict):
+        raise NameInvalid("request body must be a JSON object")
+    wait = _number(data, "wait", 0)
+    state = services().prewarm
+    req = state.request_run(name)
+    deadline = time.monotonic() + wait
+    status = state.request_status(req)
+    while status["state"] in ("queued", "claimed", "running") and time.monotonic() < deadline:
+        time.sleep(0.1)
+        status = state.request_status(req)
+    return jsonify(status), 202 if status["state"] in ("queued", "claimed", "running") else 200
 
 
 @ops.get("/healthz")

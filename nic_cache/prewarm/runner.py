@@ -1,0 +1,79 @@
+"""One run of a schedule: read its source, prefetch every image in the background, record.
+
+The run is recorded in the cache first (which refuses a scheduler without the lease), then
+each image is prefetched with `"priority": "background"`; one image failing does not stop
+the others. The result (what was fetched, bytes, seconds, errors) is stored with the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from .client import CacheAPI
+from .errors import PrewarmConfigError, PrewarmError
+from .loader import read_stack
+from .plan import ImageResult, run_record
+from .spec import ImagesSource, Limits, Schedule, StackSource
+
+log = logging.getLogger(__name__)
+
+
+def source_images(schedule: Schedule, api: CacheAPI, environ: Mapping[str, str]) -> list[str]:
+    """The images a schedule's source gives now; raises PrewarmConfigError or PrewarmError."""
+    src = schedule.source
+    if isinstance(src, ImagesSource):
+        return list(src.images)
+    if isinstance(src, StackSource):
+        return read_stack(src, environ)
+    rows = api.popular(top=src.top, window=src.window, min_pulls=src.min_pulls, half_life=src.half_life)
+    return [str(row["image"]) for row in rows]
+
+
+def run_schedule(
+    schedule: Schedule,
+    api: CacheAPI,
+    *,
+    environ: Mapping[str, str],
+    holder: str,
+    trigger: str,
+    scheduled: float | None = None,
+    request: int | None = None,
+    limits: Limits | None = None,
+    wait: float = 3600.0,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Any]:
+    """Run `schedule` once and return the recorded result; raises PrewarmError (code
+    NOT_LEADER) when the cache refuses to start it. `limits` (the prewarm file's) bound the
+    images prefetched at once and the budget the cache gives their blobs."""
+    limits = limits or Limits()
+    run_id = api.start_run(schedule.name, holder=holder, trigger=trigger, scheduled=scheduled,
+                           request=request)  # fmt: skip
+    started = clock()
+    source_error = None
+    try:
+        images = source_images(schedule, api, environ)
+    except (PrewarmConfigError, PrewarmError) as exc:
+        source_error, images = f"source: {exc}", []
+
+    def one(image: str) -> ImageResult:
+        try:
+            doc = api.prefetch(image, platforms=schedule.platforms, pin=schedule.pin,
+                               schedule=schedule.name, limits=limits, wait=wait)  # fmt: skip
+        except PrewarmError as exc:
+            return ImageResult.failed(image, str(exc))
+        return ImageResult.from_progress(doc)
+
+    with ThreadPoolExecutor(limits.concurrency, thread_name_prefix=f"prewarm-{schedule.name}") as pool:
+        results = list(pool.map(one, images))
+    result = run_record(results, pin=schedule.pin, started=started, finished=clock(),
+                        source_error=source_error)  # fmt: skip
+    result.update({"id": run_id, "name": schedule.name, "trigger": trigger, "scheduled": scheduled})
+    try:
+        api.finish_run(run_id, result)
+    except PrewarmError as exc:
+        log.error("prewarm %s: could not record the result of run %d: %s", schedule.name, run_id, exc)
+    return result
