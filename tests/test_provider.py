@@ -28,6 +28,7 @@ from click.testing import CliRunner
 from flask import Flask
 from werkzeug.serving import make_server
 
+from faas_accel.gateway import deployment
 from faas_accel.provider import logdriver
 from faas_accel.provider.api import EXTENSION
 from faas_accel.provider.app import create_app
@@ -117,20 +118,7 @@ def images(seeded: Seeded) -> Images:
 
 def faas_cli_body(name: str, image: str, **extra: Any) -> dict[str, Any]:
     """The FunctionDeployment faas-cli sends for a plain `faas-cli deploy`."""
-    return {
-        "service": name,
-        "image": image,
-        "network": "",
-        "envProcess": "",
-        "envVars": {},
-        "constraints": [],
-        "secrets": [],
-        "labels": {},
-        "annotations": {},
-        "namespace": "",
-        "readOnlyRootFilesystem": False,
-        **extra,
-    }
+    return deployment(name, image, **extra)
 
 
 class TestModel:

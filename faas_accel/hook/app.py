@@ -15,33 +15,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import requests
 from flask import Flask, Response, request
 
+from ..httpstream import HOP_BY_HOP, forward_headers, request_body, response_chunks
 from .cache_client import CacheClient
 from .rewrite import RewritePolicy, plan_deploy, restore_images, rewritten_body
 
 log = logging.getLogger("faas_accel.hook")
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
-CHUNK = 65536
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,7 +61,7 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
     def forward(
         path: str, body: Any, extra: dict[str, str] | None = None, base: str | None = None
     ) -> requests.Response:
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+        headers = forward_headers(request.headers)
         headers.update(extra or {})
         url = f"{base or config.provider_url}/{path}"
         return session.request(
@@ -97,7 +81,7 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
             upstream.close()
             return Response(body, status=upstream.status_code, headers=headers)
         resp = Response(
-            _stream(upstream), status=upstream.status_code, headers=headers, direct_passthrough=True
+            response_chunks(upstream), status=upstream.status_code, headers=headers, direct_passthrough=True
         )
         length = upstream.headers.get("Content-Length")
         if length is not None and "Content-Encoding" not in upstream.headers:
@@ -145,7 +129,7 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
     def functions() -> Response:
         if request.method in ("POST", "PUT"):
             return deploy()
-        upstream = forward("system/functions", _body_stream())
+        upstream = forward("system/functions", request_body())
         return _restored(upstream, relay)
 
     @app.route("/system/function/<path:name>", methods=["GET"])
@@ -166,7 +150,7 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
     @app.route("/", defaults={"path": ""}, methods=_ALL)
     @app.route("/<path:path>", methods=_ALL)
     def passthrough(path: str) -> Response:
-        return relay(forward(path, _body_stream()))
+        return relay(forward(path, request_body()))
 
     app.register_error_handler(requests.RequestException, _provider_down)
     app.extensions["faas_accel_hook"] = {"config": config, "cache": client}
@@ -182,38 +166,6 @@ def _restored(upstream: requests.Response, relay: Any) -> Response:
     body = upstream.content
     fixed = restore_images(body)
     return relay(upstream, fixed if fixed is not None else body)  # type: ignore[no-any-return]
-
-
-class _Body:
-    """The request body as a file-like with a length, so it streams with Content-Length."""
-
-    def __init__(self, stream: Any, length: int) -> None:
-        self._stream, self._length = stream, length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self._stream.read(n if n is not None and n >= 0 else CHUNK)
-        return data
-
-
-def _body_stream() -> Any:
-    """The incoming body, streamed: with its length if known, else chunked."""
-    if request.content_length is not None:
-        # an explicit empty body keeps `Content-Length: 0` (POST without it is ambiguous)
-        return _Body(request.stream, request.content_length) if request.content_length else b""
-    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        return iter(lambda: request.stream.read(CHUNK), b"")
-    return None
-
-
-def _stream(upstream: requests.Response) -> Iterator[bytes]:
-    try:
-        # chunked bodies (logs, streamed invocations) come chunk by chunk; others by length
-        yield from upstream.raw.stream(CHUNK, decode_content=False)
-    finally:
-        upstream.close()
 
 
 def _provider_down(exc: requests.RequestException) -> Response:

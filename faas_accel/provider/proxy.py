@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import urllib.parse
-from collections.abc import Iterator
-from typing import Any
 
 import requests
 from flask import Blueprint, Response, request
 
+from ..httpstream import HOP_BY_HOP, forward_headers, request_body, response_chunks
 from .api import services
 from .errors import ProviderError
 from .model import check_namespace
@@ -24,23 +23,7 @@ from .model import check_namespace
 log = logging.getLogger("faas_accel.provider.proxy")
 bp = Blueprint("proxy", __name__)
 METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-CHUNK = 65536
 PATH_SAFE = "/:@!$&'()*+,;=~"
-HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "proxy-authenticate",
-        "proxy-authorization",
-        "te",
-        "trailer",
-        "trailers",
-        "transfer-encoding",
-        "upgrade",
-        "host",
-        "content-length",
-    }
-)
 
 
 @bp.route("/function/<name>", defaults={"path": ""}, methods=METHODS, strict_slashes=False)
@@ -53,7 +36,7 @@ def invoke(name: str, path: str) -> Response:
     url = f"http://127.0.0.1:{port}/{urllib.parse.quote(path, safe=PATH_SAFE)}"
     if request.query_string:
         url += "?" + request.query_string.decode("latin-1")
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
+    headers = forward_headers(request.headers)
     forwarded_for = request.headers.get("X-Forwarded-For")
     client = request.remote_addr or ""
     headers["X-Forwarded-For"] = f"{forwarded_for}, {client}" if forwarded_for else client
@@ -62,7 +45,7 @@ def invoke(name: str, path: str) -> Response:
         upstream = wiring.session.request(
             request.method,
             url,
-            data=_body(),
+            data=request_body(),
             headers=headers,
             stream=True,
             allow_redirects=False,
@@ -74,42 +57,9 @@ def invoke(name: str, path: str) -> Response:
     wiring.provider.count_invocation(name)
     out_headers = [(k, v) for k, v in upstream.headers.items() if k.lower() not in HOP_BY_HOP]
     response = Response(
-        _stream(upstream), status=upstream.status_code, headers=out_headers, direct_passthrough=True
+        response_chunks(upstream), status=upstream.status_code, headers=out_headers, direct_passthrough=True
     )
     length = upstream.headers.get("Content-Length")
     if length is not None:
         response.headers["Content-Length"] = length
     return response
-
-
-class _Body:
-    """The request body as a file-like object with a length, so requests sends Content-Length."""
-
-    def __init__(self, stream: Any, length: int) -> None:
-        self._stream, self._length = stream, length
-
-    def __len__(self) -> int:
-        return self._length
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self._stream.read(n if n is not None and n >= 0 else CHUNK)
-        return data
-
-
-def _body() -> Any:
-    if request.content_length is not None:
-        return _Body(request.stream, request.content_length) if request.content_length else None
-    if request.headers.get("Transfer-Encoding", "").lower() == "chunked":
-        return iter(lambda: request.stream.read(CHUNK), b"")
-    return None
-
-
-def _stream(upstream: requests.Response) -> Iterator[bytes]:
-    try:
-        while True:
-            data = upstream.raw.read1(CHUNK, decode_content=False)
-            if not data:
-                return
-            yield data
-    finally:
-        upstream.close()
