@@ -36,7 +36,7 @@ class HookConfig:
     cache_url: str | None = None  # the NIC cache; None disables acceleration (pure proxy)
     cache_token: str | None = None  # admin token of the NIC cache
     mirror_host: str | None = None  # host[:port] in rewritten images (default: the cache's)
-    prefetch_wait: float = 120.0  # seconds a deploy waits for its prefetch before going on
+    prefetch_wait: float = 0.25  # seconds a deploy waits for its prefetch; the pull then joins the fill
     allow: frozenset[str] = field(default_factory=frozenset)  # registries to accelerate (all)
     deny: frozenset[str] = field(default_factory=frozenset)  # registries never accelerated
     vm: str | None = None  # this VM's name in deploy events
@@ -187,7 +187,7 @@ def from_env() -> Flask:
             cache_url=(env.get("FAAS_ACCEL_HOOK_CACHE") or "").rstrip("/") or None,
             cache_token=env.get("FAAS_ACCEL_HOOK_TOKEN") or None,
             mirror_host=env.get("FAAS_ACCEL_HOOK_MIRROR_HOST") or None,
-            prefetch_wait=float(env.get("FAAS_ACCEL_HOOK_PREFETCH_WAIT", "120")),
+            prefetch_wait=float(env.get("FAAS_ACCEL_HOOK_PREFETCH_WAIT", "0.25")),
             allow=regs("FAAS_ACCEL_HOOK_ALLOW"),
             deny=regs("FAAS_ACCEL_HOOK_DENY"),
             vm=env.get("FAAS_ACCEL_HOOK_VM") or None,

@@ -39,9 +39,10 @@ def hook() -> None:
 @click.option(
     "--prefetch-wait",
     type=float,
-    default=120,
+    default=0.25,
     show_default=True,
-    help="seconds a deploy waits for its prefetch",
+    help="seconds a deploy waits for its prefetch before going on; the runtime's pull then joins the "
+    "fill in flight and streams as bytes land (a long wait serializes WAN and VM pull)",
 )
 @click.option("--allow", multiple=True, help="registry to accelerate (repeatable; default: all)")
 @click.option("--deny", multiple=True, help="registry never accelerated (repeatable)")
