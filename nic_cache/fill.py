@@ -219,14 +219,7 @@ class Fills:
             self._threads.discard(threading.current_thread())
 
     def _leader_gone(self, digest: str) -> bool:
-        fd = os.open(self._lock_path(digest), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-        return True
+        return not _held(self._lock_path(digest))
 
     def stream(
         self, digest: str, fill: Fill, start: int = 0, end: int | None = None, *, live: bool = True
@@ -339,31 +332,25 @@ def _committed(fd: int, final: str) -> bool:
 def _read_rest(fd: int, final: str, offset: int, limit: int | None) -> Iterator[bytes]:
     """The rest of a verified blob, from the reader's own descriptor when it has one: it is the
     stored file's inode, so eviction unlinking the path cannot cut the response short."""
-    if fd < 0:
-        yield from _read_file(final, offset, limit)
+    if fd >= 0:
+        yield from _pread(fd, final, offset, limit)
         return
+    try:
+        own = os.open(final, os.O_RDONLY)
+    except FileNotFoundError as exc:
+        raise FillAborted(f"{final} was evicted while being streamed") from exc
+    try:
+        yield from _pread(own, final, offset, limit)
+    finally:
+        os.close(own)
+
+
+def _pread(fd: int, name: str, offset: int, limit: int | None) -> Iterator[bytes]:
     while limit is None or offset < limit:
         data = os.pread(fd, CHUNK if limit is None else min(CHUNK, limit - offset), offset)
         if not data:
             if limit is not None:
-                raise FillAborted(f"{final} ended at {offset} of {limit} bytes")
+                raise FillAborted(f"{name} ended at {offset} of {limit} bytes")
             return
         offset += len(data)
         yield data
-
-
-def _read_file(path: str, offset: int, limit: int | None) -> Iterator[bytes]:
-    try:
-        fh = open(path, "rb")  # noqa: SIM115 - closed below; may vanish under eviction
-    except FileNotFoundError as exc:
-        raise FillAborted(f"{path} was evicted while being streamed") from exc
-    with fh:
-        fh.seek(offset)
-        while limit is None or offset < limit:
-            data = fh.read(CHUNK if limit is None else min(CHUNK, limit - offset))
-            if not data:
-                if limit is not None:
-                    raise FillAborted(f"{path} ended at {offset} of {limit} bytes")
-                return
-            offset += len(data)
-            yield data
