@@ -20,14 +20,14 @@ import fcntl
 import hashlib
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import BlobUnknown, DigestMismatch, StoreError
 from .reference import digest_hex
+from .sqlitedb import Database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -125,7 +125,7 @@ class Store:
         self.blob_dir = os.path.join(data_dir, "blobs", "sha256")
         self.tmp_dir = os.path.join(data_dir, "tmp")
         self.db_path = os.path.join(data_dir, "index.sqlite")
-        self._local = threading.local()
+        self._database = Database(self.db_path, "index")
         try:
             os.makedirs(self.blob_dir, exist_ok=True)
             os.makedirs(self.tmp_dir, exist_ok=True)
@@ -136,26 +136,10 @@ class Store:
     # -- plumbing -------------------------------------------------------------------------
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.row_factory = sqlite3.Row
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        return self._database.conn()
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._database.transaction()
 
     def _query(self, sql: str, args: Iterable[object] = ()) -> list[sqlite3.Row]:
         try:
@@ -165,10 +149,7 @@ class Store:
 
     def close(self) -> None:
         """Close this thread's index connection."""
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._database.close()
 
     def blob_path(self, digest: str) -> str:
         """Where a blob lives once verified."""

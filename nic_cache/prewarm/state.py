@@ -20,12 +20,12 @@ import contextlib
 import json
 import os
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import NameInvalid, NameUnknown, StoreError
+from ..sqlitedb import Database
 from ..store import Store
 from .budget import DEFAULT_LIMITS
 from .errors import NotLeader, SchedulerUnavailable
@@ -81,36 +81,17 @@ class PrewarmState:
         self.store = store
         self.clock = clock
         self.db_path = os.path.join(store.data_dir, "prewarm.sqlite")
-        self._local = threading.local()
+        self._database = Database(self.db_path, "prewarm state")
         try:
             self._conn().executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {self.db_path}: {exc}") from exc
 
     def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None or getattr(self._local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.db_path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.row_factory = sqlite3.Row
-            self._local.conn, self._local.pid = conn, os.getpid()
-        return conn
+        return self._database.conn()
 
-    @contextlib.contextmanager
-    def _db(self) -> Iterator[sqlite3.Connection]:
-        conn = self._conn()
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            yield conn
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise StoreError(f"prewarm state: {exc}") from exc
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _db(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        return self._database.transaction()
 
     # -- the scheduler's lease --------------------------------------------------------------
 
