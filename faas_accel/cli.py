@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from . import __version__
+from .bench.cli import bench
 from .cache_cli import cache
 from .hook.cli import hook
 from .images.cli import images
@@ -20,6 +21,7 @@ def main() -> None:
     """faas-accel: a SmartNIC image cache for OpenFaaS cold starts."""
 
 
+main.add_command(bench)
 main.add_command(cache)
 main.add_command(hook)
 main.add_command(lab)

@@ -220,7 +220,9 @@ class DistributionMirror:
 
     def __init__(self, topo: Topology, workdir: Path, log: Path) -> None:
         self.registry = NsRegistry(
-            topo.nic, f"{NIC_IP}:{DISTRIBUTION_PORT}", proxy=f"http://{UP_IP}:{REGISTRY_PORT}",
+            topo.nic,
+            f"{NIC_IP}:{DISTRIBUTION_PORT}",
+            proxy=f"http://{UP_IP}:{REGISTRY_PORT}",
             workdir=workdir,
         )
         self.registry.log = log
@@ -417,10 +419,18 @@ def seed_upstream(topo: Topology, upstream: NsRegistry, image: oci.Image, workdi
     """Push the image from inside the up namespace, so the push never crosses the uplink."""
     layout = oci.write_layout(workdir / "layout", "push", image)
     run(
-        nsenter(topo.up, [
-            "skopeo", "copy", "--quiet", "--preserve-digests", "--dest-tls-verify=false",
-            f"oci:{layout}:push", f"docker://{upstream.host}/{REPO}:{TAG}",
-        ]),
+        nsenter(
+            topo.up,
+            [
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--preserve-digests",
+                "--dest-tls-verify=false",
+                f"oci:{layout}:push",
+                f"docker://{upstream.host}/{REPO}:{TAG}",
+            ],
+        ),
         timeout=600,
     )
     shutil.rmtree(layout)
@@ -489,11 +499,17 @@ def report(bench: Bench, args: argparse.Namespace, elapsed: float, load_before: 
     if "nic_cache" in verdict:
         v = verdict["nic_cache"]
         checks = [
-            ("one copy upstream at every N (up/direct <= 1.02x, 1 layer GET)",
-             v["up_direct"] <= 1.02 and v["gets"] <= 1, f"max {v['up_direct']:.2f}x, {v['gets']:.0f} GETs"),
+            (
+                "one copy upstream at every N (up/direct <= 1.02x, 1 layer GET)",
+                v["up_direct"] <= 1.02 and v["gets"] <= 1,
+                f"max {v['up_direct']:.2f}x, {v['gets']:.0f} GETs",
+            ),
             ("last of N within 1.15x T_fetch", v["last_ratio"] <= 1.15, f"max {v['last_ratio']:.2f}x"),
-            ("warm hit no slower than distribution", warm_all["nic_cache"] <= warm_all["distribution"],
-             f"{warm_all['nic_cache']:.2f} s vs {warm_all['distribution']:.2f} s"),
+            (
+                "warm hit no slower than distribution",
+                warm_all["nic_cache"] <= warm_all["distribution"],
+                f"{warm_all['nic_cache']:.2f} s vs {warm_all['distribution']:.2f} s",
+            ),
         ]
         lines.append("nic_cache targets:")
         lines += [f"  {'ok  ' if ok else 'MISS'} {what}: {detail}" for what, ok, detail in checks]
@@ -522,16 +538,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="nic_cache vs CNCF distribution (proxy mode) behind a shaped uplink, in one run.",
     )
     parser.add_argument("--rate", default="200mbit", help="uplink rate, both directions (default 200mbit)")
-    parser.add_argument("--size", default=None,
-                        help="layer size, e.g. 100MB (default 100MB; 20MB with --quick)")
-    parser.add_argument("--clients", default=None,
-                        help="comma-separated N values (default 1,4,8; 1,2 with --quick)")
+    parser.add_argument(
+        "--size", default=None, help="layer size, e.g. 100MB (default 100MB; 20MB with --quick)"
+    )
+    parser.add_argument(
+        "--clients", default=None, help="comma-separated N values (default 1,4,8; 1,2 with --quick)"
+    )
     parser.add_argument("--repeat", type=int, default=3, help="direct and warm pulls per point (default 3)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 20MB image, clients 1,2")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="CSV path (default results/bench-mirror-<date>.csv in the repository)")
-    parser.add_argument("--log-dir", type=Path, default=None,
-                        help="keep server and client logs here (default: a temp dir, removed at the end)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="CSV path (default results/bench-mirror-<date>.csv in the repository)",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        default=None,
+        help="keep server and client logs here (default: a temp dir, removed at the end)",
+    )
     args = parser.parse_args(argv)
     args.size = parse_size(args.size or ("20MB" if args.quick else "100MB"))
     args.clients = [int(n) for n in (args.clients or ("1,2" if args.quick else "1,4,8")).split(",")]
@@ -550,8 +576,10 @@ def preflight() -> None:
         problems.append("must run as root (it creates network namespaces and tc qdiscs)")
     missing = [p for p in REQUIRED_PROGRAMS if shutil.which(p) is None]
     if missing:
-        problems.append(f"missing program(s) on PATH: {', '.join(missing)} "
-                        "(Debian: skopeo docker-registry iproute2 util-linux procps)")
+        problems.append(
+            f"missing program(s) on PATH: {', '.join(missing)} "
+            "(Debian: skopeo docker-registry iproute2 util-linux procps)"
+        )
     if problems:
         sys.exit("bench_mirror: " + "; ".join(problems))
     for name in stale_namespaces(NS_BASE):

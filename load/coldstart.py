@@ -17,7 +17,9 @@ NIC cache, emptied first), prewarmed (the NIC cache prefetched from stack.yml fi
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from locust import User, events, task
 from locust.exception import StopUser
 
 from faas_accel.gateway import Gateway, GatewayError
-from faas_accel.lab.lab import status
+from faas_accel.lab.lab import reset_peer, status
 from faas_accel.lab.seed import stack_functions
 from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
 from faas_accel.lab.vmctl import forget_images
@@ -46,7 +48,11 @@ def _options(parser: Any) -> None:
     parser.add_argument("--lab-workdir", default="/var/tmp/faas-accel-lab", help="the lab's workdir")
     parser.add_argument("--only", default="", help="comma-separated function names (default: all)")
     parser.add_argument("--keep-state", action="store_true", help="do not reset VMs and the NIC cache first")
+    parser.add_argument(
+        "--keep-nic", action="store_true", help="reset the VMs only: what the NIC (or the peer) holds stays"
+    )
     parser.add_argument("--web", action="store_true", help="run the web UI instead of headless")
+    parser.add_argument("--samples", default="", help="also append every sample to this JSON-lines file")
     # headless and bounded by default; --web (or locust's own --autostart) brings the UI back
     parser.set_defaults(headless=True, run_time="10m", users=1, spawn_rate=1)
 
@@ -80,6 +86,10 @@ def _prepare(environment: Any, **_: Any) -> None:
         return
     for vm in spec.all_vms:
         forget_images(spec, vm)
+    if opts.keep_nic:
+        return
+    if opts.mode == "peer":
+        reset_peer(spec)
     cache, token = doc["nic"]["cache_url"], doc["nic"]["admin_token"]
     auth = {"Authorization": f"Bearer {token}"}
     for image in _functions(opts).values():
@@ -96,7 +106,7 @@ class ColdStart(User):
 
     def on_start(self) -> None:
         opts = self.environment.parsed_options
-        spec, doc = _lab(opts)
+        _, doc = _lab(opts)
         self.index = next(_counter)
         vm = doc["vms"][self.index % len(doc["vms"])]
         self.mode = opts.mode
@@ -121,6 +131,13 @@ class ColdStart(User):
             request_type=kind, name=name, response_time=seconds * 1000, response_length=length,
             exception=exc, context={"mode": self.mode, "vm": self.vm},
         )  # fmt: skip
+        path = self.environment.parsed_options.samples
+        if path:
+            sample = {"mode": self.mode, "vm": self.vm, "users": self.environment.runner.target_user_count,
+                      "kind": kind, "image": name, "seconds": round(seconds, 4),
+                      "error": str(exc) if exc else ""}  # fmt: skip
+            with open(path, "a") as fh:  # one write per line: users append concurrently
+                fh.write(json.dumps(sample) + "\n")
 
     @task
     def cold_start_every_function(self) -> None:
@@ -140,10 +157,8 @@ class ColdStart(User):
             except GatewayError as exc:
                 self._fire("first-invoke", image, time.perf_counter() - t0, 0, exc)
             finally:
-                try:
+                with contextlib.suppress(GatewayError, requests.RequestException):
                     self.gateway.delete(name)
-                except (GatewayError, requests.RequestException):
-                    pass
         if next(_done) >= self.environment.runner.target_user_count:
             gevent.spawn_later(0.5, self.environment.runner.quit)  # after this user has stopped
         raise StopUser()

@@ -206,6 +206,10 @@ class FunctionRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "faas_watchdog"
     timeout = 120  # seconds an idle keep-alive connection is kept
+    # headers and body go out in separate writes: with Nagle on, a kept-alive connection
+    # waits for the peer's delayed ACK (40 ms) before sending the body (Go's of-watchdog
+    # sets TCP_NODELAY as well)
+    disable_nagle_algorithm = True
     server: FunctionServer
 
     def _read_body(self) -> bytes:

@@ -30,6 +30,13 @@ def _spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--vm-link", default=None, help="shape NIC<->VM links, e.g. 25gbit (default: unshaped)"),
         click.option("--nic-cpus", default=None, help="pin the cache to these CPUs, e.g. 0"),
+        click.option(
+            "--vm-disk",
+            type=click.Choice(["tmpfs", "disk"]),
+            default="tmpfs",
+            show_default=True,
+            help="VM image stores in RAM (like a local NVMe) or on this machine's disk",
+        ),
         click.option("--no-accel", is_flag=True, help="no hook: VMs pull straight from the internet"),
         click.option("--workdir", default="/var/tmp/faas-accel-lab", show_default=True),
     ]
@@ -48,6 +55,7 @@ def _spec(kw: dict[str, Any], default_vms: int = 2) -> LabSpec:
             wan_setup=kw["wan_setup"],
             vm_link=kw["vm_link"],
             nic_cpus=kw["nic_cpus"],
+            vm_disk=kw["vm_disk"],
             accel=not kw["no_accel"],
             workdir=kw["workdir"],
         ).validate()

@@ -178,12 +178,35 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
         cpus=spec.nic_cpus,
     )
     daemons.wait_ready(cache, lambda: _ns_http(NIC, f"{spec.cache_url}/healthz"), 30, "/healthz answering")
+    floor_cfg = registry_config(p["seed"], spec.floor_host)
+    (d / "floor.yml").write_text(yaml.safe_dump(floor_cfg))
+    floor = daemons.start(
+        "floor", ["docker-registry", "serve", str(d / "floor.yml")], d / "floor.log", netns=NIC
+    )
+    daemons.wait_ready(floor, lambda: _ns_http(NIC, f"http://{spec.floor_host}/v2/"), 20, "/v2/ answering")
+    return [cache, _start_peer(spec, d), floor]
+
+
+def _start_peer(spec: LabSpec, d: Path) -> Daemon:
     peer_cfg = registry_config(d / "peer", f"{NIC_IP}:{PEER_PORT}")
     peer_cfg["proxy"] = {"remoteurl": spec.upstream_url}
     (d / "peer.yml").write_text(yaml.safe_dump(peer_cfg))
     peer = daemons.start("peer", ["docker-registry", "serve", str(d / "peer.yml")], d / "peer.log", netns=NIC)
     daemons.wait_ready(peer, lambda: _ns_http(NIC, f"http://{spec.peer_host}/v2/"), 20, "/v2/ answering")
-    return [cache, peer]
+    return peer
+
+
+def reset_peer(spec: LabSpec) -> None:
+    """Restart the peer (distribution's proxy) with an empty cache, as the NIC's is emptied."""
+    p = paths(spec)
+    running, facts = daemons.load(p["state"])
+    old = [d for d in running if d.name == "peer"]
+    for d in old:
+        d.stop(timeout=5)
+    daemons.reap()
+    shutil.rmtree(p["run"] / "nic" / "peer", ignore_errors=True)
+    peer = _start_peer(spec, p["run"] / "nic")
+    daemons.save(p["state"], [d for d in running if d.name != "peer"] + [peer], facts)
 
 
 def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
@@ -196,16 +219,19 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     # the peer's images are pulled by its address, over plain http
     (hosts / spec.peer_host).mkdir(parents=True, exist_ok=True)
     (hosts / spec.peer_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.peer_host}"))
+    (hosts / spec.floor_host).mkdir(parents=True, exist_ok=True)
+    (hosts / spec.floor_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.floor_host}"))
     # containerd VMs pull the hook's rewritten images from the NIC directly (plain http via
     # hosts.toml); a docker VM goes through the hook's local registry on 127.0.0.1 instead
     nic_host = f"{NIC_IP}:{CACHE_PORT}"
     (hosts / nic_host).mkdir(parents=True, exist_ok=True)
     (hosts / nic_host / "hosts.toml").write_text(_hosts_toml(f"http://{nic_host}"))
     (d / "password").write_text(spec.password)
+    disk = _vm_disk(spec, vm, d)
     out: list[Daemon] = []
     if spec.runtime == "containerd":
         sock = str(d / "containerd.sock")
-        (d / "containerd.toml").write_text(_containerd_config(d, sock))
+        (d / "containerd.toml").write_text(_containerd_config(d, disk, sock))
         rt = daemons.start(
             "containerd",
             ["containerd", "--config", str(d / "containerd.toml")],
@@ -238,7 +264,7 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
                 "--bridge=none",
                 "--iptables=false",
                 "--ip-masq=false",
-                f"--data-root={d / 'docker'}",
+                f"--data-root={disk / 'docker'}",
                 f"--exec-root={d / 'docker-exec'}",
                 f"--pidfile={d / 'docker.pid'}",
                 f"-H=unix://{sock}",
@@ -313,11 +339,24 @@ def _hosts_toml(url: str) -> str:
     return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
 
 
-def _containerd_config(d: Path, sock: str) -> str:
+def _vm_disk(spec: LabSpec, vm: VM, d: Path) -> Path:
+    """The VM's image store: a tmpfs of its own (unmounted by `down`) or a plain directory."""
+    disk = d / "disk"
+    disk.mkdir(parents=True, exist_ok=True)
+    if spec.vm_disk == "tmpfs" and not os.path.ismount(disk):
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0711", f"{vm.netns}-disk", str(disk)],
+            check=True,
+            capture_output=True,
+        )
+    return disk
+
+
+def _containerd_config(d: Path, disk: Path, sock: str) -> str:
     q = json.dumps
     return (
         "version = 2\n"
-        f"root = {q(str(d / 'containerd'))}\n"
+        f"root = {q(str(disk / 'containerd'))}\n"
         f"state = {q(str(d / 'containerd-state'))}\n"
         'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
         f"[grpc]\n  address = {q(sock)}\n"
@@ -382,6 +421,7 @@ def status(spec: LabSpec) -> dict[str, Any]:
             "addresses": [f"{NIC_IP}/24", "198.18.0.2/30"],
             "cache_url": spec.cache_url,
             "peer_url": f"http://{spec.peer_host}",
+            "floor_url": f"http://{spec.floor_host}",
             "admin_token": spec.admin_token,
             "upstream_url": spec.upstream_url,
             "processes": procs(NIC),

@@ -44,7 +44,7 @@ def seed(storage: Path, layout: Path, built: dict[str, Any], *, log: Callable[[s
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait(lambda: _answers(f"{url}/v2/"), 20)
+        _wait(lambda: answers(f"{url}/v2/"), 20)
         missing = {name: b for name, b in built.items() if not _has(url, name, b.digest)}
         if missing:
             log(f"seeding the upstream registry with {len(missing)} image(s)")
@@ -75,7 +75,7 @@ def _has(url: str, name: str, digest: str) -> bool:
         return False
 
 
-def _answers(url: str) -> bool:
+def answers(url: str) -> bool:
     try:
         requests.get(url, timeout=2).close()
         return True

@@ -23,8 +23,10 @@ REGISTRY_HOST = "registry.lab"  # the name images use for the lab's upstream reg
 REGISTRY_PORT, REGISTRY_BACKEND_PORT = 5000, 5001
 CACHE_PORT, HOOK_PORT, PROVIDER_PORT, LOCAL_REGISTRY = 5000, 8080, 8081, "127.0.0.1:5000"
 PEER_PORT = 5002  # CNCF distribution in proxy mode on the NIC: the peer to beat
+FLOOR_PORT = 5003  # a plain CNCF registry on the NIC holding every image: the local floor
 MAX_VMS = 200
 RUNTIMES = ("containerd", "docker")
+VM_DISKS = ("tmpfs", "disk")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,6 +40,9 @@ class LabSpec:
     wan_setup: str = "20ms"  # added per new connection
     vm_link: str | None = None  # e.g. "25gbit"; None leaves NIC<->VM links unshaped
     nic_cpus: str | None = None  # taskset list for the cache, e.g. "0"
+    # where a VM's image store lives: "tmpfs" stands for a VM's local NVMe; "disk" is this
+    # machine's own disk, whose slow metadata operations double containerd's unpack time
+    vm_disk: str = "tmpfs"
     accel: bool = True  # VMs' gateways are hooks (False: providers, the baseline)
     workdir: str = "/var/tmp/faas-accel-lab"
     user: str = "admin"
@@ -51,6 +56,8 @@ class LabSpec:
             raise ValueError(f"--vms must be between 1 and {MAX_VMS}, got {self.vms}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.vm_disk not in VM_DISKS:
+            raise ValueError(f"--vm-disk must be one of {', '.join(VM_DISKS)}, got {self.vm_disk!r}")
         for name, value in (("--wan-rate", self.wan_rate), ("--vm-link", self.vm_link)):
             if value is not None and parse_rate(value) <= 0:
                 raise ValueError(f"{name} must be a positive rate like 1gbit, got {value!r}")
@@ -78,6 +85,11 @@ class LabSpec:
     def peer_host(self) -> str:
         """The peer (distribution proxy) as VMs address it in image references."""
         return f"{NIC_IP}:{PEER_PORT}"
+
+    @property
+    def floor_host(self) -> str:
+        """A plain registry on the NIC already holding every seeded image (no cache logic)."""
+        return f"{NIC_IP}:{FLOOR_PORT}"
 
     @property
     def upstream_url(self) -> str:

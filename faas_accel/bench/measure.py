@@ -1,0 +1,276 @@
+"""The bench's instruments: pulls in a VM, the tarball path, locust runs, the cache's RSS."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from faas_accel.lab import daemons
+from faas_accel.lab.seed import answers
+from faas_accel.lab.spec import NIC, NIC_IP, VM, LabSpec
+
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    ]
+)
+TAR_PORT = 5004  # the NIC's file server for the tarball path
+
+
+class BenchError(RuntimeError):
+    """A measurement that could not be taken; the message says which and why."""
+
+
+class VmCtr:
+    """`ctr` against one lab VM's containerd, run in the VM's network namespace."""
+
+    def __init__(self, spec: LabSpec, vm: VM) -> None:
+        run = Path(spec.workdir) / "run" / vm.name
+        self.netns = vm.netns
+        self.base = [
+            "nsenter",
+            f"--net=/run/netns/{vm.netns}",
+            "ctr",
+            "--address",
+            str(run / "containerd.sock"),
+            "--namespace",
+            vm.netns,
+        ]
+        self.hosts_dir = str(run / "certs.d")
+
+    def _run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.base, *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+
+    def forget(self) -> None:
+        """Remove every image and let the GC drop their content and snapshots."""
+        refs = self._run("images", "ls", "-q").stdout.split()
+        if refs:
+            self._run("images", "rm", "--sync", *refs)
+
+    def pull(self, ref: str) -> float:
+        """Seconds `ctr images pull` takes (fetch and unpack); BenchError if it fails."""
+        t0 = time.perf_counter()
+        result = self._run("images", "pull", "--plain-http", "--hosts-dir", self.hosts_dir, ref)
+        elapsed = time.perf_counter() - t0
+        if result.returncode != 0:
+            raise BenchError(f"pull of {ref} failed: {result.stderr.strip().splitlines()[-1:]}")
+        return elapsed
+
+    def import_url(self, url: str) -> float:
+        """Seconds to stream a `docker save` tarball from `url` into `ctr images import`."""
+        t0 = time.perf_counter()
+        fetch = subprocess.Popen(
+            ["nsenter", f"--net=/run/netns/{self.netns}", "curl", "-sSf", url], stdout=subprocess.PIPE
+        )
+        assert fetch.stdout is not None
+        try:
+            result = subprocess.run(
+                [*self.base, "images", "import", "-"],
+                stdin=fetch.stdout,
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+        finally:
+            fetch.stdout.close()
+            fetch.wait(60)
+        elapsed = time.perf_counter() - t0
+        if fetch.returncode != 0 or result.returncode != 0:
+            raise BenchError(f"tarball import from {url} failed: {result.stderr.strip()[-300:]}")
+        return elapsed
+
+
+class TarballServer:
+    """`docker save`-format archives made on the NIC from the cache, served over HTTP."""
+
+    def __init__(self, spec: LabSpec) -> None:
+        self.spec = spec
+        self.dir = Path(spec.workdir) / "run" / "nic" / "tarballs"
+        self.daemon: daemons.Daemon | None = None
+
+    def __enter__(self) -> TarballServer:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.daemon = daemons.start(
+            "tarballs",
+            [
+                sys.executable,
+                "-m",
+                "http.server",
+                str(TAR_PORT),
+                "--bind",
+                NIC_IP,
+                "--directory",
+                str(self.dir),
+            ],
+            self.dir.parent / "tarballs.log",
+            netns=NIC,
+        )
+        daemons.wait_ready(self.daemon, lambda: answers(f"http://{NIC_IP}:{TAR_PORT}/"), 20, "HTTP answering")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.daemon is not None:
+            self.daemon.stop(timeout=5)
+            daemons.reap()
+
+    def make(self, image: str) -> str:
+        """Export `image` from the NIC cache as a docker-archive; returns its URL."""
+        name = image.rsplit("/", 1)[-1].replace(":", "_") + ".tar"
+        path = self.dir / name
+        if not path.exists():
+            tmp = path.with_suffix(".part")
+            tmp.unlink(missing_ok=True)
+            src = f"docker://{NIC_IP}:5000/{image}"
+            result = subprocess.run(
+                [
+                    "nsenter",
+                    f"--net=/run/netns/{NIC}",
+                    "skopeo",
+                    "copy",
+                    "--quiet",
+                    "--src-tls-verify=false",
+                    src,
+                    f"docker-archive:{tmp}:{image}",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=900,
+                check=False,
+            )
+            if result.returncode != 0:
+                raise BenchError(f"docker-archive of {image} failed: {result.stderr.strip()[-300:]}")
+            os.replace(tmp, path)
+        return f"http://{NIC_IP}:{TAR_PORT}/{name}"
+
+
+def image_blobs(registry_url: str, image: str, *, platform: str = "linux/amd64") -> dict[str, int]:
+    """digest -> size of the config and layers of `image` (`name:tag`, the name as the registry
+    at `registry_url` knows it: the NIC cache takes the upstream's host as first segment)."""
+    name, _, tag = image.rpartition(":")
+    url = f"{registry_url}/v2/{name}/manifests/{tag}"
+    doc = requests.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=60).json()
+    if "manifests" in doc:
+        os_, arch = platform.split("/")
+        chosen = next(
+            m
+            for m in doc["manifests"]
+            if m.get("platform", {}).get("os") == os_ and m.get("platform", {}).get("architecture") == arch
+        )
+        url = url.rsplit("/", 1)[0] + "/" + chosen["digest"]
+        doc = requests.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=60).json()
+    blobs = {doc["config"]["digest"]: int(doc["config"]["size"])}
+    blobs.update({layer["digest"]: int(layer["size"]) for layer in doc["layers"]})
+    return blobs
+
+
+def run_locust(locustfile: Path, args: list[str], *, log: Path, timeout: float = 1800) -> int:
+    """Run a locust file headless in a child process; returns its exit status (1 = some failures)."""
+    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary", *args]
+    with open(log, "ab") as out:
+        out.write(("$ " + " ".join(argv) + "\n").encode())
+        out.flush()
+        try:
+            return subprocess.run(
+                argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
+            ).returncode
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(
+                f"locust {locustfile.name} {' '.join(args[:4])} ran over {timeout:.0f} s"
+            ) from exc
+
+
+def locust_stats(prefix: Path) -> list[dict[str, Any]]:
+    """Rows of locust's `<prefix>_stats.csv` (without the Aggregated line)."""
+    path = prefix.with_name(prefix.name + "_stats.csv")
+    with open(path, newline="") as fh:
+        return [row for row in csv.DictReader(fh) if row.get("Name") != "Aggregated"]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process and its descendants, sampled in the background."""
+
+    def __init__(self, root_pid: int, interval: float = 0.2) -> None:
+        super().__init__(daemon=True, name="rss-sampler")
+        self.root = root_pid
+        self.interval = interval
+        self.peak_total = 0
+        self.peak_hwm = 0
+        self.seen: set[int] = set()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.is_set():
+            self.sample()
+            self._stop_event.wait(self.interval)
+
+    def sample(self) -> None:
+        total = 0
+        for pid in tree(self.root):
+            status = _status(pid)
+            total += status.get("VmRSS", 0)
+            self.peak_hwm = max(self.peak_hwm, status.get("VmHWM", 0))
+            if status:
+                self.seen.add(pid)
+        self.peak_total = max(self.peak_total, total)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop_event.set()
+        self.join(5)
+        self.sample()
+        return {
+            "peak_total_rss_mb": self.peak_total / 1024,
+            "peak_process_hwm_mb": self.peak_hwm / 1024,
+            "processes": len(self.seen),
+        }
+
+
+def tree(root: int) -> list[int]:
+    """`root` and every descendant (by /proc/<pid>/stat's parent field)."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            parents[int(entry)] = int(fields[1])
+    out, frontier = [root], [root]
+    while frontier:
+        kids = [pid for pid, ppid in parents.items() if ppid in frontier]
+        out += kids
+        frontier = kids
+    return out
+
+
+def _status(pid: int) -> dict[str, int]:
+    """VmRSS/VmHWM of a process in KiB ({} if it is gone)."""
+    out = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0])
+    except OSError:
+        return {}
+    return out

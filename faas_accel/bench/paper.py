@@ -1,0 +1,457 @@
+"""`faas-accel bench paper`: the AlphaBoot evaluation on the lab, written up as a report.
+
+Sections, in order (each one's rows go to a CSV under the output directory):
+- retrieval (Table 1, Figures 4 and 5): `ctr images pull` of each reference image in vm1,
+  from the internet (T_fetch), from the NIC cache holding it (T_load), from a plain registry
+  on the NIC (the floor), and the paper's way: a `docker save` tarball over the network;
+- deploy: one VM deploying each function with `load/coldstart.py` (locust), direct, through
+  an empty NIC (cached), a warm NIC (cached-hit) and a prewarmed NIC;
+- scale (Figures 6 and 7): N VMs deploying at once, per mode, with the WAN bytes of each run;
+- invoke: the warm path with `load/invoke.py`, through the hook and straight to the provider;
+- memory: the cache's peak RSS, sampled throughout.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from faas_accel.lab import lab, net, seed
+from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
+
+from . import plots, report
+from .measure import (
+    BenchError,
+    RssSampler,
+    TarballServer,
+    VmCtr,
+    image_blobs,
+    locust_stats,
+    read_jsonl,
+    run_locust,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+LOAD = REPO / "load"
+REF_IMAGES = ("alpine", "ubuntu", "python", "nginx")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PaperSettings:
+    """What one `bench paper` run measures and how much of it."""
+
+    out: Path
+    quick: bool = False
+    vm_counts: tuple[int, ...] = (1, 2, 4, 8)
+    pulls: int = 30  # retrieval samples per image per mode (Figure 4 asks for >= 30)
+    tarball_pulls: int = 5
+    ref_images: tuple[str, ...] = REF_IMAGES
+    functions: tuple[str, ...] = ()  # () = every function of the stack file
+    repeats: int = 3  # deploy section: runs per mode
+    invoke_seconds: int = 20
+    wan_rate: str = "1gbit"
+    wan_rtt: str = "20ms"
+    wan_setup: str = "20ms"
+    workdir: str = "/var/tmp/faas-accel-lab"
+    stack: Path = REPO / "stack.yml"
+    build_dir: Path = REPO / "build"
+    keep_lab: bool = False
+    sections: tuple[str, ...] = ("retrieval", "deploy", "scale", "invoke")
+
+    @classmethod
+    def for_quick(cls, out: Path, **kw: Any) -> PaperSettings:
+        """A smoke run on one VM: seconds per section, every file still written."""
+        base: dict[str, Any] = {
+            "quick": True,
+            "vm_counts": (1,),
+            "pulls": 2,
+            "tarball_pulls": 1,
+            "ref_images": ("alpine",),
+            "functions": ("hello",),
+            "repeats": 1,
+            "invoke_seconds": 3,
+        }
+        return cls(out=out, **{**base, **kw})
+
+    def validate(self) -> PaperSettings:
+        if not self.vm_counts or min(self.vm_counts) < 1:
+            raise ValueError("--vms takes positive VM counts like 1,2,4,8")
+        if self.pulls < 1 or self.tarball_pulls < 0 or self.repeats < 1 or self.invoke_seconds < 1:
+            raise ValueError("--pulls, --repeats and --invoke-seconds must be at least 1")
+        unknown = set(self.ref_images) - set(REF_IMAGES)
+        if unknown:
+            raise ValueError(
+                f"unknown reference image(s): {', '.join(sorted(unknown))} (have {', '.join(REF_IMAGES)})"
+            )
+        bad = set(self.sections) - {"retrieval", "deploy", "scale", "invoke"}
+        if bad:
+            raise ValueError(f"unknown section(s): {', '.join(sorted(bad))}")
+        return self
+
+
+@dataclass
+class Results:
+    pulls: list[dict[str, Any]] = field(default_factory=list)
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    invoke: list[dict[str, Any]] = field(default_factory=list)
+    sizes: dict[str, int] = field(default_factory=dict)
+    blobs: dict[str, dict[str, int]] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+
+
+class Paper:
+    """One run of the evaluation against a lab it brings up (and down)."""
+
+    def __init__(self, settings: PaperSettings, log: Callable[[str], None] = print) -> None:
+        self.s = settings.validate()
+        self.t0 = time.monotonic()
+        self._log = log
+        self.out = settings.out
+        self.spec = LabSpec(
+            vms=max(settings.vm_counts),
+            wan_rate=settings.wan_rate,
+            wan_rtt=settings.wan_rtt,
+            wan_setup=settings.wan_setup,
+            workdir=settings.workdir,
+        ).validate()
+        fns = seed.stack_functions(settings.stack)
+        self.functions = {k: v for k, v in fns.items() if not settings.functions or k in settings.functions}
+        if not self.functions:
+            raise ValueError(f"no function of {settings.stack} matches {', '.join(settings.functions)}")
+        self.r = Results()
+        self.started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+    def log(self, msg: str) -> None:
+        self._log(f"[{time.monotonic() - self.t0:7.1f}s] {msg}")
+
+    # -- the whole run --------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "locust").mkdir(exist_ok=True)
+        self.log("building and seeding images (cached after the first run)")
+        built = seed.build_images(self.s.build_dir / "images", self.s.build_dir / "cache")
+        seed.seed(Path(self.s.workdir) / "seed", self.s.build_dir / "images", built, log=self.log)
+        self.log(
+            f"lab up: {self.spec.vms} VM(s), WAN {self.spec.wan_rate} +{self.spec.wan_rtt}/RTT "
+            f"+{self.spec.wan_setup}/connection"
+        )
+        lab.up(self.spec, log=lambda m: None)
+        doc = lab.status(self.spec)
+        self.cache_url, self.token = doc["nic"]["cache_url"], doc["nic"]["admin_token"]
+        sampler = RssSampler(doc["nic"]["processes"]["nic-cache"]["pid"])
+        sampler.start()
+        try:
+            self._sizes()
+            if "retrieval" in self.s.sections:
+                self.retrieval()
+            if "deploy" in self.s.sections:
+                self.deploy()
+            if "scale" in self.s.sections:
+                self.scale()
+            if "invoke" in self.s.sections:
+                self.invoke()
+        finally:
+            self.r.memory = sampler.stop()
+            if not self.s.keep_lab:
+                self.log("lab down")
+                lab.down(self.spec, log=lambda m: None)
+        return self.write()
+
+    def _sizes(self) -> None:
+        images = [*self._ref_images(), *self.functions.values()]
+        for image in images:
+            self.r.blobs[image] = image_blobs(self.cache_url, image)
+            self.r.sizes[image] = sum(self.r.blobs[image].values())
+
+    def _ref_images(self) -> list[str]:
+        return [f"{REGISTRY_HOST}/ref/{name}:paper" for name in self.s.ref_images]
+
+    def _admin(self, method: str, path: str, **kw: Any) -> requests.Response:
+        resp = requests.request(
+            method,
+            f"{self.cache_url}/api/v1/{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=900,
+            **kw,
+        )
+        if resp.status_code >= 400 and not (method == "DELETE" and resp.status_code == 404):
+            raise BenchError(f"{method} /api/v1/{path}: {resp.status_code} {resp.text[:200]}")
+        return resp
+
+    # -- Table 1, Figures 4 and 5 ---------------------------------------------------------
+
+    def retrieval(self) -> None:
+        vm = VmCtr(self.spec, self.spec.vm(1))
+        images = self._ref_images()
+        self.log(f"retrieval: prefetching {len(images)} reference image(s) into the NIC cache")
+        for image in images:
+            self._admin("POST", "prefetch", json={"image": image, "wait": 900})
+        refs: dict[str, Callable[[str], str]] = {
+            "direct": lambda i: i,
+            "cached": lambda i: f"{NIC_IP}:5000/{i}",
+            "floor": lambda i: f"{self.spec.floor_host}/{i.removeprefix(REGISTRY_HOST + '/')}",
+        }
+        with TarballServer(self.spec) as tars:
+            urls = {image: tars.make(image) for image in images} if self.s.tarball_pulls else {}
+            total = self.s.pulls * len(images) * len(refs) + self.s.tarball_pulls * len(images)
+            done = 0
+            for rep in range(self.s.pulls):
+                for image in images:
+                    modes: list[str] = list(refs)
+                    if rep < self.s.tarball_pulls:
+                        modes.append("tarball")
+                    for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:  # rotate the order
+                        vm.forget()
+                        row: dict[str, Any] = {
+                            "image": image,
+                            "mode": mode,
+                            "rep": rep,
+                            "seconds": None,
+                            "wan_bytes": 0,
+                            "error": "",
+                        }
+                        before = net.wan_bytes()[0]
+                        try:
+                            row["seconds"] = (
+                                vm.import_url(urls[image])
+                                if mode == "tarball"
+                                else vm.pull(refs[mode](image))
+                            )
+                        except (BenchError, OSError) as exc:
+                            row["error"] = str(exc)
+                        row["wan_bytes"] = net.wan_bytes()[0] - before
+                        self.r.pulls.append(row)
+                        done += 1
+                    if rep == 0 or (rep + 1) % 10 == 0:
+                        self.log(f"retrieval: {done}/{total} pulls")
+            vm.forget()
+
+    # -- deploy (one VM) and scale (N VMs) ------------------------------------------------
+
+    def _coldstart(self, label: str, phase: str, mode: str, users: int, *extra: str) -> dict[str, Any]:
+        name = f"{phase}-{label}-n{users}-{len([r for r in self.r.runs if r['phase'] == phase])}"
+        prefix = self.out / "locust" / name
+        samples = prefix.with_suffix(".jsonl")
+        samples.unlink(missing_ok=True)
+        before, t0 = net.wan_bytes()[0], time.monotonic()
+        code = run_locust(
+            LOAD / "coldstart.py",
+            [
+                "--mode",
+                mode,
+                "-u",
+                str(users),
+                "-r",
+                str(users),
+                "--run-time",
+                "20m",
+                "--stack",
+                str(self.s.stack),
+                "--only",
+                ",".join(self.functions),
+                "--lab-workdir",
+                self.s.workdir,
+                "--samples",
+                str(samples),
+                "--csv",
+                str(prefix),
+                "--html",
+                str(prefix) + ".html",
+                *extra,
+            ],
+            log=self.out / "locust" / "locust.log",
+        )
+        run: dict[str, Any] = {
+            "phase": phase,
+            "mode": label,
+            "users": users,
+            "wan_bytes": net.wan_bytes()[0] - before,
+            "wall_s": time.monotonic() - t0,
+            "exit": code,
+        }
+        got = read_jsonl(samples)
+        for s in got:
+            s.update(phase=phase, mode=label)
+        self.r.samples += got
+        self.r.runs.append(run)
+        cold = [s["seconds"] for s in got if s["kind"] == "first-invoke" and not s["error"]]
+        errors = sum(1 for s in got if s["error"])
+        self.log(
+            f"{phase}: {label:10} N={users}: mean cold start "
+            f"{(sum(cold) / len(cold)) if cold else float('nan'):.2f} s over {len(cold)}, "
+            f"WAN {run['wan_bytes'] / 1e6:.1f} MB, {errors} error(s)"
+        )
+        if not got:
+            raise BenchError(
+                f"locust produced no samples for {name}: see {self.out / 'locust' / 'locust.log'}"
+            )
+        return run
+
+    def deploy(self) -> None:
+        for rep in range(self.s.repeats):
+            self.log(f"deploy: repeat {rep + 1}/{self.s.repeats}")
+            self._coldstart("direct", "deploy", "direct", 1)
+            self._coldstart("cached", "deploy", "cached", 1)
+            self._coldstart("cached-hit", "deploy", "cached", 1, "--keep-nic")
+            self._coldstart("prewarmed", "deploy", "prewarmed", 1)
+
+    def scale(self) -> None:
+        for n in self.s.vm_counts:
+            for mode in report.COLDSTART_MODES:
+                self._coldstart(mode, "scale", mode, n)
+
+    # -- warm path --------------------------------------------------------------------------
+
+    def invoke(self) -> None:
+        fn = next(iter(self.functions))
+        for via in ("provider", "hook"):
+            prefix = self.out / "locust" / f"invoke-{via}"
+            code = run_locust(
+                LOAD / "invoke.py",
+                [
+                    "--via",
+                    via,
+                    "--function",
+                    fn,
+                    "--deploy",
+                    "-u",
+                    "1",
+                    "-r",
+                    "1",
+                    "--run-time",
+                    f"{self.s.invoke_seconds}s",
+                    "--stack",
+                    str(self.s.stack),
+                    "--lab-workdir",
+                    self.s.workdir,
+                    "--csv",
+                    str(prefix),
+                ],
+                log=self.out / "locust" / "locust.log",
+            )
+            for row in locust_stats(prefix):
+                self.r.invoke.append(
+                    {
+                        "via": via,
+                        "function": fn,
+                        "requests": int(row["Request Count"]),
+                        "failures": int(row["Failure Count"]),
+                        "median_ms": float(row["Median Response Time"]),
+                        "p95_ms": float(row["95%"]),
+                        "rps": float(row["Requests/s"]),
+                        "exit": code,
+                    }
+                )
+            self.log(
+                f"invoke via {via}: {self.r.invoke[-1]['median_ms'] if self.r.invoke else '?'} ms median"
+            )
+
+    # -- output -----------------------------------------------------------------------------
+
+    def write(self) -> dict[str, Any]:
+        r = self.r
+        retrieval = report.retrieval_table(r.pulls, r.sizes)
+        scale_runs = [x for x in r.runs if x["phase"] == "scale"]
+        scale = report.scale_table(r.samples, scale_runs)
+        unique: dict[str, int] = {}
+        for image in self.functions.values():
+            unique.update(r.blobs.get(image, {}))
+        per_image = sum(r.sizes.get(i, 0) for i in self.functions.values())
+        traffic = report.traffic_table(scale, sum(unique.values()), per_image, len(self.functions))
+        deploy = report.deploy_table(r.samples)
+        targets = report.targets(retrieval, deploy, scale, traffic)
+        csvs = {
+            "retrieval_pulls.csv": r.pulls,
+            "table1_retrieval.csv": retrieval,
+            "coldstart_samples.csv": r.samples,
+            "locust_runs.csv": r.runs,
+            "fig6_scale.csv": scale,
+            "fig7_traffic.csv": traffic,
+            "deploy.csv": deploy,
+            "invoke.csv": r.invoke,
+            "memory.csv": [r.memory] if r.memory else [],
+        }
+        for name, rows in csvs.items():
+            write_csv(self.out / name, rows)
+        pngs = [
+            p
+            for p in (
+                plots.fig4_ecdf(r.pulls, self.out),
+                plots.fig5_retrieval(retrieval, self.out),
+                plots.fig6_coldstart(scale, self.out),
+                plots.fig7_traffic(traffic, self.out),
+                plots.deploy_plot(deploy, self.out),
+            )
+            if p
+        ]
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.s).items()}
+        doc = {
+            "started": self.started,
+            "machine": f"{platform.node()} ({os.cpu_count()} CPUs, Linux {platform.release()})",
+            "settings": {
+                **settings,
+                "vms": self.spec.vms,
+                "runtime": self.spec.runtime,
+                "vm_disk": self.spec.vm_disk,
+                "nic_workers": 2,
+            },
+            "retrieval": retrieval,
+            "scale": scale,
+            "traffic": traffic,
+            "deploy": deploy,
+            "invoke": r.invoke,
+            "memory": r.memory,
+            "sizes": r.sizes,
+            "targets": [asdict(t) for t in targets],
+            "files": {"csv": sorted(csvs), "png": pngs},
+        }
+        (self.out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
+        (self.out / "report.md").write_text(report.markdown(doc))
+        return doc
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rows as CSV with the union of their keys as header (an empty file gets a header line)."""
+    keys = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def summary(doc: dict[str, Any]) -> str:
+    """A few lines for the terminal."""
+    lines = []
+    for r in doc["retrieval"]:
+        lines.append(
+            f"{r['image']:>8}: T_fetch {report.fmt(r['t_fetch_s'])} s, T_load {report.fmt(r['t_load_s'])} s "
+            f"({report.fmt(r['reduction'], '.1%')} faster; paper {report.fmt(r['paper_reduction'], '.0%')}), "
+            f"floor {report.fmt(r['floor_s'])} s, tarball {report.fmt(r['tarball_s'])} s"
+        )
+    for r in doc["deploy"]:
+        lines.append(
+            f"{r['function']:>8}: first invoke direct {report.fmt(r.get('direct_first-invoke_s'))} s, "
+            f"cached-hit {report.fmt(r.get('cached-hit_first-invoke_s'))} s, "
+            f"prewarmed {report.fmt(r.get('prewarmed_first-invoke_s'))} s"
+        )
+    for r in doc["traffic"]:
+        lines.append(
+            f"N={r['vms']}: upstream saved {report.fmt(r['saved'], '.1%')} (1-1/N = {r['paper_formula']:.1%})"
+        )
+    if doc["memory"]:
+        lines.append(f"cache peak RSS {doc['memory']['peak_total_rss_mb']:.1f} MB")
+    met = [t for t in doc["targets"] if t["met"] is not None]
+    lines.append(f"targets met: {sum(1 for t in met if t['met'])}/{len(met)}")
+    return "\n".join(lines)
