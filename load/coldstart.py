@@ -28,6 +28,7 @@ import gevent
 import requests
 from locust import User, events, task
 from locust.exception import StopUser
+from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab.lab import reset_peer, status
@@ -160,5 +161,7 @@ class ColdStart(User):
                 with contextlib.suppress(GatewayError, requests.RequestException):
                     self.gateway.delete(name)
         if next(_done) >= self.environment.runner.target_user_count:
-            gevent.spawn_later(0.5, self.environment.runner.quit)  # after this user has stopped
+            # after this user has stopped, and after locust's CSV writer (which snapshots the
+            # stats every CSV_STATS_INTERVAL_SEC and writes nothing more at exit) has seen the last sample
+            gevent.spawn_later(CSV_STATS_INTERVAL_SEC + 1, self.environment.runner.quit)
         raise StopUser()

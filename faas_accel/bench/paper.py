@@ -141,7 +141,8 @@ class Paper:
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / "locust").mkdir(exist_ok=True)
         self.log("building and seeding images (cached after the first run)")
-        built = seed.build_images(self.s.build_dir / "images", self.s.build_dir / "cache")
+        wanted = [*self._ref_images(), *self.functions.values()]
+        built = seed.build_images(self.s.build_dir / "images", self.s.build_dir / "cache", only=wanted)
         seed.seed(Path(self.s.workdir) / "seed", self.s.build_dir / "images", built, log=self.log)
         self.log(
             f"lab up: {self.spec.vms} VM(s), WAN {self.spec.wan_rate} +{self.spec.wan_rtt}/RTT "
