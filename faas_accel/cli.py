@@ -11,6 +11,7 @@ from .hook.cli import hook
 from .images.cli import images
 from .lab.cli import lab
 from .mirror_config_cli import mirror_config
+from .prepull_cli import prepull
 from .prewarm_cli import prewarm
 from .provider.cli import provider
 
@@ -28,6 +29,7 @@ main.add_command(lab)
 main.add_command(images)
 main.add_command(provider)
 main.add_command(prewarm)
+main.add_command(prepull)
 main.add_command(mirror_config)
 
 

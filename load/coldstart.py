@@ -7,8 +7,9 @@ locust request events named by image, deletes the function, and stops. When ever
 done the run ends, so a headless run is bounded by the work, not only by --run-time.
 
 Modes (`--mode`): direct (the VM pulls from the internet), cached (through the hook and the
-NIC cache, emptied first), prewarmed (the NIC cache prefetched from stack.yml first), peer
-(CNCF distribution's proxy mode in the NIC's place).
+NIC cache, emptied first), prewarmed (the NIC cache prefetched from stack.yml first),
+prepulled (prewarmed, and every VM's runtime holding the images, pulled from the NIC by
+`faas-accel prepull`), peer (CNCF distribution's proxy mode in the NIC's place).
 
     locust -f load/coldstart.py --mode cached -u 4 -r 4            # headless, 4 VMs at once
     locust -f load/coldstart.py --mode direct --csv out/direct --html out/direct.html
@@ -20,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -33,10 +36,10 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab.lab import reset_peer, status
 from faas_accel.lab.seed import stack_functions
-from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
+from faas_accel.lab.spec import CACHE_PORT, LOCAL_REGISTRY, NIC_IP, REGISTRY_HOST, LabSpec
 from faas_accel.lab.vmctl import forget_images
 
-MODES = ("direct", "cached", "prewarmed", "peer")
+MODES = ("direct", "cached", "prewarmed", "prepulled", "peer")
 REPO = Path(__file__).resolve().parents[1]
 _counter = itertools.count()
 _done = itertools.count(1)
@@ -96,10 +99,64 @@ def _prepare(environment: Any, **_: Any) -> None:
     for image in _functions(opts).values():
         if opts.mode == "cached":
             requests.delete(f"{cache}/api/v1/images/{image}", headers=auth, timeout=30).close()
-        elif opts.mode == "prewarmed":
-            resp = requests.post(f"{cache}/api/v1/prefetch", json={"image": image, "wait": 600}, headers=auth,
-                                 timeout=660)  # fmt: skip
+        elif opts.mode in ("prewarmed", "prepulled"):
+            resp = requests.post(
+                f"{cache}/api/v1/prefetch", json={"image": image, "wait": 600}, headers=auth, timeout=660
+            )
             resp.raise_for_status()
+    if opts.mode == "prepulled":
+        prepull_vms(spec, doc, list(_functions(opts).values()))
+
+
+def prepull_vms(spec: LabSpec, doc: dict[str, Any], images: list[str]) -> None:
+    """`faas-accel prepull once` in every VM, at once: each pulls `images` from the NIC."""
+    procs = []
+    for vm, info in zip(spec.all_vms, doc["vms"], strict=True):
+        run = Path(spec.workdir) / "run" / vm.name
+        if spec.runtime == "containerd":
+            where = [
+                "--mirror-host",
+                f"{NIC_IP}:{CACHE_PORT}",
+                "--address",
+                info["runtime_socket"],
+                "--namespace",
+                info["containerd_namespace"],
+                "--hosts-dir",
+                str(run / "certs.d"),
+            ]
+        else:
+            where = [
+                "--mirror-host",
+                LOCAL_REGISTRY,
+                "--runtime",
+                "docker",
+                "--address",
+                f"unix://{info['runtime_socket']}",
+            ]
+        argv = [
+            "nsenter",
+            f"--net=/run/netns/{vm.netns}",
+            sys.executable,
+            "-m",
+            "faas_accel",
+            "prepull",
+            "once",
+            "--cache",
+            doc["nic"]["cache_url"],
+            "--token",
+            doc["nic"]["admin_token"],
+            "--limit",
+            str(len(images)),
+            *where,
+            *[a for i in images for a in ("--image", i)],
+        ]
+        procs.append(
+            (vm.name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+        )
+    for name, proc in procs:
+        out, _ = proc.communicate(timeout=900)
+        if proc.returncode != 0:
+            raise SystemExit(f"prepull in {name} failed: {out[-2000:]}")
 
 
 class ColdStart(User):
@@ -111,7 +168,7 @@ class ColdStart(User):
         self.index = next(_counter)
         vm = doc["vms"][self.index % len(doc["vms"])]
         self.mode = opts.mode
-        url = vm["hook_url"] if self.mode in ("cached", "prewarmed") else vm["provider_url"]
+        url = vm["hook_url"] if self.mode in ("cached", "prewarmed", "prepulled") else vm["provider_url"]
         if url is None:
             raise StopUser()
         self.gateway = Gateway(url, vm["auth"]["user"], vm["auth"]["password"])
@@ -129,14 +186,24 @@ class ColdStart(User):
 
     def _fire(self, kind: str, name: str, seconds: float, length: int, exc: Exception | None) -> None:
         self.environment.events.request.fire(
-            request_type=kind, name=name, response_time=seconds * 1000, response_length=length,
-            exception=exc, context={"mode": self.mode, "vm": self.vm},
-        )  # fmt: skip
+            request_type=kind,
+            name=name,
+            response_time=seconds * 1000,
+            response_length=length,
+            exception=exc,
+            context={"mode": self.mode, "vm": self.vm},
+        )
         path = self.environment.parsed_options.samples
         if path:
-            sample = {"mode": self.mode, "vm": self.vm, "users": self.environment.runner.target_user_count,
-                      "kind": kind, "image": name, "seconds": round(seconds, 4),
-                      "error": str(exc) if exc else ""}  # fmt: skip
+            sample = {
+                "mode": self.mode,
+                "vm": self.vm,
+                "users": self.environment.runner.target_user_count,
+                "kind": kind,
+                "image": name,
+                "seconds": round(seconds, 4),
+                "error": (str(exc) or type(exc).__name__) if exc else "",
+            }
             with open(path, "a") as fh:  # one write per line: users append concurrently
                 fh.write(json.dumps(sample) + "\n")
 

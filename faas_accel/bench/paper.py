@@ -87,7 +87,9 @@ class PaperSettings:
         if not self.vm_counts or min(self.vm_counts) < 1:
             raise ValueError("--vms takes positive VM counts like 1,2,4,8")
         if self.pulls < 1 or self.tarball_pulls < 0 or self.repeats < 1 or self.invoke_seconds < 1:
-            raise ValueError("--pulls, --repeats and --invoke-seconds must be at least 1")
+            raise ValueError(
+                "--pulls, --repeats and --invoke-seconds must be at least 1, --tarball-pulls 0 or more"
+            )
         unknown = set(self.ref_images) - set(REF_IMAGES)
         if unknown:
             raise ValueError(
@@ -231,7 +233,7 @@ class Paper:
                                 else vm.pull(refs[mode](image))
                             )
                         except (BenchError, OSError) as exc:
-                            row["error"] = str(exc)
+                            row["error"] = str(exc) or type(exc).__name__
                         row["wan_bytes"] = net.wan_bytes()[0] - before
                         self.r.pulls.append(row)
                         done += 1
@@ -307,6 +309,7 @@ class Paper:
             self._coldstart("cached", "deploy", "cached", 1)
             self._coldstart("cached-hit", "deploy", "cached", 1, "--keep-nic")
             self._coldstart("prewarmed", "deploy", "prewarmed", 1)
+            self._coldstart("prepulled", "deploy", "prepulled", 1)
 
     def scale(self) -> None:
         for n in self.s.vm_counts:
@@ -445,7 +448,8 @@ def summary(doc: dict[str, Any]) -> str:
         lines.append(
             f"{r['function']:>8}: first invoke direct {report.fmt(r.get('direct_first-invoke_s'))} s, "
             f"cached-hit {report.fmt(r.get('cached-hit_first-invoke_s'))} s, "
-            f"prewarmed {report.fmt(r.get('prewarmed_first-invoke_s'))} s"
+            f"prewarmed {report.fmt(r.get('prewarmed_first-invoke_s'))} s, "
+            f"prepulled {report.fmt(r.get('prepulled_first-invoke_s'))} s"
         )
     for r in doc["traffic"]:
         lines.append(

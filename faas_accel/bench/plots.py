@@ -10,13 +10,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .report import COLDSTART_MODES, RETRIEVAL_MODES, ecdf, ok, short
+from .report import COLDSTART_MODES, DEPLOY_MODES, RETRIEVAL_MODES, ecdf, ok, short
 
 COLORS = {
     "direct": "#d62728",
     "cached": "#1f77b4",
     "cached-hit": "#17becf",
     "prewarmed": "#2ca02c",
+    "prepulled": "#8c564b",
     "peer": "#ff7f0e",
     "floor": "#7f7f7f",
     "tarball": "#9467bd",
@@ -144,11 +145,7 @@ def fig7_traffic(traffic: list[dict[str, Any]], out: Path) -> str | None:
 
 
 def deploy_plot(rows: list[dict[str, Any]], out: Path) -> str | None:
-    modes = [
-        m
-        for m in ("direct", "cached", "cached-hit", "prewarmed")
-        if any(f"{m}_first-invoke_s" in r for r in rows)
-    ]
+    modes = [m for m in DEPLOY_MODES if any(f"{m}_first-invoke_s" in r for r in rows)]
     if not rows or not modes:
         return None
     return _bars(
