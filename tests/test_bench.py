@@ -98,8 +98,8 @@ class TestBenchPaperQuick:
         samples = rows(out / "coldstart_samples.csv")
         assert samples and all(not s["error"] for s in samples)
         modes = {(s["phase"], s["mode"]) for s in samples}
-        assert {("deploy", m) for m in ("direct", "cached", "cached-hit", "prewarmed")} <= modes
-        assert {("scale", m) for m in ("direct", "cached", "prewarmed", "peer")} <= modes
+        assert {("deploy", m) for m in ("direct", "cached", "cached-hit", "prewarmed", "prepulled")} <= modes
+        assert {("scale", m) for m in ("direct", "cached", "prewarmed", "prepulled", "peer")} <= modes
         for s in samples:  # a first invoke comes after its deploy was answered
             assert 0 < float(s["seconds"]) < 120
         runs = {(r["phase"], r["mode"]): int(r["wan_bytes"]) for r in rows(out / "locust_runs.csv")}
@@ -108,6 +108,7 @@ class TestBenchPaperQuick:
         assert one_copy > 1_000_000
         assert one_copy <= runs[("scale", "cached")] < one_copy * 1.05  # one copy through an empty NIC
         assert runs[("deploy", "cached-hit")] < 64_000  # a warm NIC: nothing crosses the WAN
+        assert runs[("deploy", "prepulled")] <= one_copy * 1.05  # the NIC's prefetch, and no more
         assert runs[("scale", "peer")] >= one_copy
 
     def test_warm_path_and_memory(self, quick: tuple[Path, LabSpec]) -> None:
