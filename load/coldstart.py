@@ -34,9 +34,9 @@ from locust.exception import StopUser
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from faas_accel.gateway import Gateway, GatewayError
-from faas_accel.lab.lab import reset_peer, status
+from faas_accel.lab.lab import mirror_host, reset_peer, runtime_args, status
 from faas_accel.lab.seed import stack_functions
-from faas_accel.lab.spec import CACHE_PORT, LOCAL_REGISTRY, NIC_IP, REGISTRY_HOST, LabSpec
+from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
 from faas_accel.lab.vmctl import forget_images
 
 MODES = ("direct", "cached", "prewarmed", "prepulled", "peer")
@@ -111,28 +111,8 @@ def _prepare(environment: Any, **_: Any) -> None:
 def prepull_vms(spec: LabSpec, doc: dict[str, Any], images: list[str]) -> None:
     """`faas-accel prepull once` in every VM, at once: each pulls `images` from the NIC."""
     procs = []
-    for vm, info in zip(spec.all_vms, doc["vms"], strict=True):
-        run = Path(spec.workdir) / "run" / vm.name
-        if spec.runtime == "containerd":
-            where = [
-                "--mirror-host",
-                f"{NIC_IP}:{CACHE_PORT}",
-                "--address",
-                info["runtime_socket"],
-                "--namespace",
-                info["containerd_namespace"],
-                "--hosts-dir",
-                str(run / "certs.d"),
-            ]
-        else:
-            where = [
-                "--mirror-host",
-                LOCAL_REGISTRY,
-                "--runtime",
-                "docker",
-                "--address",
-                f"unix://{info['runtime_socket']}",
-            ]
+    for vm in spec.all_vms:
+        where = ["--mirror-host", mirror_host(spec), *runtime_args(spec, vm)]
         argv = [
             "nsenter",
             f"--net=/run/netns/{vm.netns}",

@@ -82,7 +82,7 @@ class TestBenchPaperQuick:
     def test_retrieval_numbers_are_sane(self, quick: tuple[Path, LabSpec]) -> None:
         out, _ = quick
         pulls = rows(out / "retrieval_pulls.csv")
-        assert {p["mode"] for p in pulls} == {"direct", "cached", "floor", "tarball"}
+        assert {p["mode"] for p in pulls} == {"direct", "cached", "floor", "tarball", "docker-load"}
         assert all(not p["error"] for p in pulls), [p["error"] for p in pulls if p["error"]]
         assert all(0 < float(p["seconds"]) < 120 for p in pulls)
         # only the direct pulls cross the WAN: the image's bytes each time, the NIC's paths none

@@ -429,12 +429,12 @@ class TestMarkdown:
         md = report.markdown(make_doc(tmp_path)).splitlines()
         header = (
             "| image | MB (paper) | T_fetch | T_load | faster by | paper | ratio | floor | T_load/floor "
-            "| tarball | tarball faster by |"
+            "| tarball + ctr import | faster by | tarball + docker load | faster by |"
         )
         assert header in md
         alpine = "| alpine | 3.5 (7.3) | 3.00 s | 0.30 s | 90.0% | 93% | 0.97x | 0.20 s | 1.50x | 6.00 s "
-        assert alpine + "| -100.0% |" in md
-        assert "| custom | 0.0 (-) | 1.00 s | - | - | - | - | - | - | - | - |" in md
+        assert alpine + "| -100.0% | - | - |" in md
+        assert "| custom | 0.0 (-) | 1.00 s | - | - | - | - | - | - | - | - | - | - |" in md
 
     def test_deploy_table(self, tmp_path: Path) -> None:
         """Only the measured modes get columns; prewarmed has no deploy time."""
@@ -582,3 +582,11 @@ class TestSummary:
         assert "cache peak RSS 42.3 MB" in lines
         # the doc's own targets: cached-hit met; prewarmed and the 1.5x floor missed; echo, custom unmeasured
         assert lines[-1] == "targets met: 1/3"
+
+
+class TestTimeSavedModel:
+    def test_paper_model(self) -> None:
+        """T_fetch 4, T_load 1: N=1 saves nothing, N=4 saves 1 - (4 + 3) / 16."""
+        assert report.time_saved(4.0, 1.0, 1) == 0.0
+        assert report.time_saved(4.0, 1.0, 4) == pytest.approx(1 - 7 / 16)
+        assert report.time_saved(None, 1.0, 4) is None and report.time_saved(0.0, 1.0, 4) is None

@@ -14,6 +14,7 @@ from faas_accel.lab import lab, net, seed
 from faas_accel.lab.daemons import load
 from faas_accel.lab.spec import PREFIX, LabSpec
 from tests.conftest import require
+from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
@@ -27,7 +28,7 @@ def running_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabSpec]:
     if net.lab_namespaces():
         pytest.skip("a lab is already up on this machine (faas-accel lab down first)")
     work = tmp_path_factory.mktemp("lab")
-    spec = LabSpec(vms=2, workdir=str(work), wan_rate="200mbit", wan_rtt="10ms", wan_setup="10ms")
+    spec = LabSpec(vms=2, workdir=str(work), wan_rate="200mbit", wan_rtt="10ms", wan_setup="10ms", prepull=2)
     build = REPO / "build"
     built = seed.build_images(build / "images-test", build / "cache", only=["hello"])
     seed.seed(work / "seed", build / "images-test", built, log=lambda _: None)
@@ -44,9 +45,21 @@ class TestLab:
         doc = lab.status(running_lab)
         assert doc["up"] is True
         assert set(doc["namespaces"]) == {f"{PREFIX}inet", f"{PREFIX}nic", f"{PREFIX}vm1", f"{PREFIX}vm2"}
-        assert [vm["gateway_url"] for vm in doc["vms"]] == ["http://198.18.1.11:8080", "http://198.18.1.12:8080"]
+        assert [vm["gateway_url"] for vm in doc["vms"]] == [
+            "http://198.18.1.11:8080",
+            "http://198.18.1.12:8080",
+        ]
         assert doc["nic"]["upstream_url"] == "http://198.18.0.1:5000"
         assert all(p["alive"] for vm in doc["vms"] for p in vm["processes"].values())
+        assert all("prepull" in vm["processes"] for vm in doc["vms"])
+
+    def test_prepull_daemons_ask_the_nic(self, running_lab: LabSpec) -> None:
+        """Each VM's `prepull run` completes rounds against the NIC (its first one at start)."""
+        logs = [Path(vm["processes"]["prepull"]["log"]) for vm in lab.status(running_lab)["vms"]]
+        wait_for(
+            lambda: all("round: " in log.read_text() for log in logs), timeout=30, what="a prepull round"
+        )
+        assert not any("round failed" in log.read_text() for log in logs)
 
     def test_second_vm_crosses_the_wan_zero_bytes(self, running_lab: LabSpec) -> None:
         """The function deploys and answers on both VMs; only the first VM's pull crosses the WAN."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -72,27 +74,102 @@ class VmCtr:
 
     def import_url(self, url: str) -> float:
         """Seconds to stream a `docker save` tarball from `url` into `ctr images import`."""
-        t0 = time.perf_counter()
-        fetch = subprocess.Popen(
-            ["nsenter", f"--net=/run/netns/{self.netns}", "curl", "-sSf", url], stdout=subprocess.PIPE
+        return stream_into(self.netns, url, [*self.base, "images", "import", "-"])
+
+
+def stream_into(netns: str, url: str, sink: list[str]) -> float:
+    """Seconds to fetch `url` with curl inside `netns` and pipe it into the `sink` command."""
+    t0 = time.perf_counter()
+    fetch = subprocess.Popen(
+        ["nsenter", f"--net=/run/netns/{netns}", "curl", "-sSf", url], stdout=subprocess.PIPE
+    )
+    assert fetch.stdout is not None
+    try:
+        result = subprocess.run(
+            sink, stdin=fetch.stdout, capture_output=True, text=True, timeout=900, check=False
         )
-        assert fetch.stdout is not None
-        try:
-            result = subprocess.run(
-                [*self.base, "images", "import", "-"],
-                stdin=fetch.stdout,
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
-        finally:
-            fetch.stdout.close()
-            fetch.wait(60)
-        elapsed = time.perf_counter() - t0
-        if fetch.returncode != 0 or result.returncode != 0:
-            raise BenchError(f"tarball import from {url} failed: {result.stderr.strip()[-300:]}")
-        return elapsed
+    finally:
+        fetch.stdout.close()
+        fetch.wait(60)
+    elapsed = time.perf_counter() - t0
+    if fetch.returncode != 0 or result.returncode != 0:
+        raise BenchError(f"{' '.join(sink[-3:])} from {url} failed: {result.stderr.strip()[-300:]}")
+    return elapsed
+
+
+class DockerLoader:
+    """A private dockerd in a VM's network namespace, for the paper's own path: a `docker save`
+    tarball fetched over the network and fed to `docker load`. Its data root is on the VM's
+    disk (tmpfs by default); stopped by PID, with the containerd it started."""
+
+    def __init__(self, spec: LabSpec, vm: VM) -> None:
+        run = Path(spec.workdir) / "run" / vm.name
+        self.netns = vm.netns
+        self.data_root = run / "disk" / "bench-docker"
+        self.exec_root = run / "bench-docker-exec"
+        self.sock = run / "bench-docker.sock"
+        self.config = run / "bench-docker.json"
+        self.daemon: daemons.Daemon | None = None
+
+    def __enter__(self) -> DockerLoader:
+        self.config.write_text("{}\n")
+        self.daemon = daemons.start(
+            "bench-dockerd",
+            [
+                "dockerd",
+                "--bridge=none",
+                "--iptables=false",
+                "--ip-masq=false",
+                f"--data-root={self.data_root}",
+                f"--exec-root={self.exec_root}",
+                f"--pidfile={self.exec_root}.pid",
+                f"-H=unix://{self.sock}",
+                f"--config-file={self.config}",
+            ],
+            self.sock.with_suffix(".log"),
+            netns=self.netns,
+        )
+        daemons.wait_ready(self.daemon, lambda: self._docker("version").returncode == 0, 60, "docker version")
+        return self
+
+    def _docker(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["docker", "-H", f"unix://{self.sock}", *args],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+            **kw,
+        )
+
+    def forget(self) -> None:
+        ids = self._docker("images", "-q").stdout.split()
+        if ids:
+            self._docker("rmi", "-f", *sorted(set(ids)))
+
+    def load_url(self, url: str) -> float:
+        """Seconds to stream the tarball at `url` (fetched in the VM) into `docker load`."""
+        return stream_into(self.netns, url, ["docker", "-H", f"unix://{self.sock}", "load"])
+
+    def __exit__(self, *exc: object) -> None:
+        managed = _pid_from(self.exec_root / "containerd" / "containerd.pid", str(self.exec_root))
+        if self.daemon is not None:
+            self.daemon.stop(timeout=20)
+            daemons.reap()
+        if managed is not None and _pid_from(
+            self.exec_root / "containerd" / "containerd.pid", str(self.exec_root)
+        ):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(managed, signal.SIGKILL)
+
+
+def _pid_from(pidfile: Path, marker: str) -> int | None:
+    """The PID in `pidfile` if that process is alive and its command line names `marker`."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        return pid if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes() else None
+    except (OSError, ValueError):
+        return None
 
 
 class TarballServer:

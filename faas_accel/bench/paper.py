@@ -32,6 +32,7 @@ from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
 from . import plots, report
 from .measure import (
     BenchError,
+    DockerLoader,
     RssSampler,
     TarballServer,
     VmCtr,
@@ -206,15 +207,15 @@ class Paper:
             "cached": lambda i: f"{NIC_IP}:5000/{i}",
             "floor": lambda i: f"{self.spec.floor_host}/{i.removeprefix(REGISTRY_HOST + '/')}",
         }
-        with TarballServer(self.spec) as tars:
+        with TarballServer(self.spec) as tars, DockerLoader(self.spec, self.spec.vm(1)) as docker:
             urls = {image: tars.make(image) for image in images} if self.s.tarball_pulls else {}
-            total = self.s.pulls * len(images) * len(refs) + self.s.tarball_pulls * len(images)
+            total = (self.s.pulls * len(refs) + self.s.tarball_pulls * 2) * len(images)
             done = 0
             for rep in range(self.s.pulls):
                 for image in images:
                     modes: list[str] = list(refs)
                     if rep < self.s.tarball_pulls:
-                        modes.append("tarball")
+                        modes += ["tarball", "docker-load"]
                     for mode in modes[rep % len(modes) :] + modes[: rep % len(modes)]:  # rotate the order
                         vm.forget()
                         row: dict[str, Any] = {
@@ -227,11 +228,13 @@ class Paper:
                         }
                         before = net.wan_bytes()[0]
                         try:
-                            row["seconds"] = (
-                                vm.import_url(urls[image])
-                                if mode == "tarball"
-                                else vm.pull(refs[mode](image))
-                            )
+                            if mode == "docker-load":
+                                docker.forget()
+                                row["seconds"] = docker.load_url(urls[image])
+                            elif mode == "tarball":
+                                row["seconds"] = vm.import_url(urls[image])
+                            else:
+                                row["seconds"] = vm.pull(refs[mode](image))
                         except (BenchError, OSError) as exc:
                             row["error"] = str(exc) or type(exc).__name__
                         row["wan_bytes"] = net.wan_bytes()[0] - before
@@ -240,6 +243,7 @@ class Paper:
                     if rep == 0 or (rep + 1) % 10 == 0:
                         self.log(f"retrieval: {done}/{total} pulls")
             vm.forget()
+            docker.forget()
 
     # -- deploy (one VM) and scale (N VMs) ------------------------------------------------
 

@@ -21,6 +21,7 @@ COLORS = {
     "peer": "#ff7f0e",
     "floor": "#7f7f7f",
     "tarball": "#9467bd",
+    "docker-load": "#e377c2",
 }
 
 
@@ -82,7 +83,8 @@ def fig5_retrieval(rows: list[dict[str, Any]], out: Path) -> str | None:
         ("t_fetch_s", "registry (T_fetch)", "direct"),
         ("t_load_s", "NIC cache (T_load)", "cached"),
         ("floor_s", "plain registry on NIC", "floor"),
-        ("tarball_s", "docker save tarball", "tarball"),
+        ("tarball_s", "docker save tarball, ctr import", "tarball"),
+        ("docker_load_s", "docker save tarball, docker load", "docker-load"),
     ]
     return _bars(
         rows,

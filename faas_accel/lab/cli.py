@@ -38,6 +38,13 @@ def _spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="VM image stores in RAM (like a local NVMe) or on this machine's disk",
         ),
         click.option("--no-accel", is_flag=True, help="no hook: VMs pull straight from the internet"),
+        click.option(
+            "--prepull",
+            type=int,
+            default=0,
+            show_default=True,
+            help="each VM holds the NIC's N most popular images (faas-accel prepull run; 0: off)",
+        ),
         click.option("--workdir", default="/var/tmp/faas-accel-lab", show_default=True),
     ]
     for opt in reversed(opts):
@@ -56,6 +63,7 @@ def _spec(kw: dict[str, Any], default_vms: int = 2) -> LabSpec:
             vm_link=kw["vm_link"],
             nic_cpus=kw["nic_cpus"],
             vm_disk=kw["vm_disk"],
+            prepull=kw["prepull"],
             accel=not kw["no_accel"],
             workdir=kw["workdir"],
         ).validate()

@@ -242,16 +242,7 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
         daemons.wait_ready(
             rt, lambda: os.path.exists(sock) and _ctr_ok(sock, vm.netns), 30, "ctr version answering"
         )
-        runtime_args = [
-            "--runtime",
-            "containerd",
-            "--address",
-            sock,
-            "--namespace",
-            vm.netns,
-            "--hosts-dir",
-            str(hosts),
-        ]
+        vm_args = runtime_args(spec, vm)
     else:
         sock = str(d / "docker.sock")
         (d / "daemon.json").write_text(
@@ -277,7 +268,7 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
         )
         out.append(rt)
         daemons.wait_ready(rt, lambda: os.path.exists(sock), 30, "the docker socket")
-        runtime_args = ["--runtime", "docker", "--address", f"unix://{sock}"]
+        vm_args = runtime_args(spec, vm)
     provider = daemons.start(
         "provider",
         [
@@ -286,7 +277,7 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
             "faas_accel",
             "provider",
             "serve",
-            *runtime_args,
+            *vm_args,
             "--bind",
             f"0.0.0.0:{PROVIDER_PORT}",
             "--state-dir",
@@ -331,12 +322,60 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
         )
         out.append(hook)
         daemons.wait_ready(hook, lambda: _http(f"{vm.hook_url}/healthz"), 30, "/healthz answering")
+    if spec.accel and spec.prepull:
+        where = ["--mirror-host", mirror_host(spec), *vm_args]
+        out.append(
+            daemons.start(
+                "prepull",
+                [
+                    PY,
+                    "-m",
+                    "faas_accel",
+                    "prepull",
+                    "run",
+                    "--cache",
+                    spec.cache_url,
+                    "--token",
+                    spec.admin_token,
+                    "--limit",
+                    str(spec.prepull),
+                    "--interval",
+                    "30s",
+                    *where,
+                ],
+                d / "prepull.log",
+                netns=vm.netns,
+            )
+        )
     return out
 
 
 def _hosts_toml(url: str) -> str:
     # containerd 1.6 ignores a file with only `server`: the host entry is what it uses
     return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+
+
+def mirror_host(spec: LabSpec) -> str:
+    """Where a VM's hook rewrites images to: the NIC (containerd, via hosts.toml) or the hook's
+    own registry on 127.0.0.1 (docker pulls plain HTTP from loopback only)."""
+    return f"{NIC_IP}:{CACHE_PORT}" if spec.runtime == "containerd" else LOCAL_REGISTRY
+
+
+def runtime_args(spec: LabSpec, vm: VM) -> list[str]:
+    """`--runtime/--address/...` naming a VM's runtime, as the provider and prepull take them."""
+    d = paths(spec)["run"] / vm.name
+    if spec.runtime == "containerd":
+        return [
+            "--runtime",
+            "containerd",
+            "--address",
+            str(d / "containerd.sock"),
+            "--namespace",
+            vm.netns,
+            "--hosts-dir",
+            str(d / "certs.d"),
+        ]
+    return ["--runtime", "docker", "--address", f"unix://{d / 'docker.sock'}"]
 
 
 def _vm_disk(spec: LabSpec, vm: VM, d: Path) -> Path:

@@ -44,6 +44,7 @@ class LabSpec:
     # machine's own disk, whose slow metadata operations double containerd's unpack time
     vm_disk: str = "tmpfs"
     accel: bool = True  # VMs' gateways are hooks (False: providers, the baseline)
+    prepull: int = 0  # > 0: each VM runs `faas-accel prepull run --limit N` (NIC's top N images)
     workdir: str = "/var/tmp/faas-accel-lab"
     user: str = "admin"
     password: str = "faas-accel-lab"
@@ -56,6 +57,8 @@ class LabSpec:
             raise ValueError(f"--vms must be between 1 and {MAX_VMS}, got {self.vms}")
         if self.runtime not in RUNTIMES:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
+        if self.prepull < 0:
+            raise ValueError(f"--prepull takes a number of images (0: off), got {self.prepull}")
         if self.vm_disk not in VM_DISKS:
             raise ValueError(f"--vm-disk must be one of {', '.join(VM_DISKS)}, got {self.vm_disk!r}")
         for name, value in (("--wan-rate", self.wan_rate), ("--vm-link", self.vm_link)):
