@@ -13,7 +13,7 @@ from faas_accel.lab.lab import LabError
 from faas_accel.lab.net import NetError
 
 from .measure import BenchError
-from .paper import REPO, Paper, PaperSettings, summary
+from .paper import REPO, Paper, PaperSettings, rerender, summary
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -77,6 +77,18 @@ def paper_cmd(out: Path | None, quick: bool, **kw: Any) -> None:
     try:
         doc = bench_run.run()
     except (BenchError, LabError, NetError, DaemonFailed) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(summary(doc))
+    click.echo(f"report: {out / 'report.md'}")
+
+
+@bench.command("report")
+@click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
+def report_cmd(out: Path) -> None:
+    """Rebuild report.md, the PNGs and the derived CSVs of an earlier `bench paper` run."""
+    try:
+        doc = rerender(out)
+    except BenchError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(summary(doc))
     click.echo(f"report: {out / 'report.md'}")

@@ -370,42 +370,22 @@ class Paper:
 
     def write(self) -> dict[str, Any]:
         r = self.r
-        retrieval = report.retrieval_table(r.pulls, r.sizes)
-        scale_runs = [x for x in r.runs if x["phase"] == "scale"]
-        scale = report.scale_table(r.samples, scale_runs)
         unique: dict[str, int] = {}
         for image in self.functions.values():
             unique.update(r.blobs.get(image, {}))
-        per_image = sum(r.sizes.get(i, 0) for i in self.functions.values())
-        traffic = report.traffic_table(scale, sum(unique.values()), per_image, len(self.functions))
-        deploy = report.deploy_table(r.samples)
-        targets = report.targets(retrieval, deploy, scale, traffic)
-        csvs = {
-            "retrieval_pulls.csv": r.pulls,
-            "table1_retrieval.csv": retrieval,
-            "coldstart_samples.csv": r.samples,
-            "locust_runs.csv": r.runs,
-            "fig6_scale.csv": scale,
-            "fig7_traffic.csv": traffic,
-            "deploy.csv": deploy,
-            "invoke.csv": r.invoke,
-            "memory.csv": [r.memory] if r.memory else [],
+        raw = {
+            "pulls": r.pulls,
+            "samples": r.samples,
+            "runs": r.runs,
+            "invoke": r.invoke,
+            "memory": r.memory,
+            "sizes": r.sizes,
+            "one_copy": sum(unique.values()),
+            "images": len(self.functions),
+            "images_bytes": sum(r.sizes.get(i, 0) for i in self.functions.values()),
         }
-        for name, rows in csvs.items():
-            write_csv(self.out / name, rows)
-        pngs = [
-            p
-            for p in (
-                plots.fig4_ecdf(r.pulls, self.out),
-                plots.fig5_retrieval(retrieval, self.out),
-                plots.fig6_coldstart(scale, self.out),
-                plots.fig7_traffic(traffic, self.out),
-                plots.deploy_plot(deploy, self.out),
-            )
-            if p
-        ]
         settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self.s).items()}
-        doc = {
+        meta = {
             "started": self.started,
             "machine": f"{platform.node()} ({os.cpu_count()} CPUs, Linux {platform.release()})",
             "settings": {
@@ -415,19 +395,99 @@ class Paper:
                 "vm_disk": self.spec.vm_disk,
                 "nic_workers": 2,
             },
-            "retrieval": retrieval,
-            "scale": scale,
-            "traffic": traffic,
-            "deploy": deploy,
-            "invoke": r.invoke,
-            "memory": r.memory,
-            "sizes": r.sizes,
-            "targets": [asdict(t) for t in targets],
-            "files": {"csv": sorted(csvs), "png": pngs},
         }
-        (self.out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
-        (self.out / "report.md").write_text(report.markdown(doc))
-        return doc
+        return finish(self.out, raw, meta)
+
+
+def finish(out: Path, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
+    """Tables, targets, CSVs, plots, results.json and report.md from the raw rows of a run."""
+    retrieval = report.retrieval_table(raw["pulls"], raw["sizes"])
+    scale = report.scale_table(raw["samples"], [x for x in raw["runs"] if x["phase"] == "scale"])
+    traffic = report.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])
+    deploy = report.deploy_table(raw["samples"])
+    targets = report.targets(retrieval, deploy, scale, traffic)
+    csvs = {
+        "retrieval_pulls.csv": raw["pulls"],
+        "table1_retrieval.csv": retrieval,
+        "coldstart_samples.csv": raw["samples"],
+        "locust_runs.csv": raw["runs"],
+        "fig6_scale.csv": scale,
+        "fig7_traffic.csv": traffic,
+        "deploy.csv": deploy,
+        "invoke.csv": raw["invoke"],
+        "memory.csv": [raw["memory"]] if raw["memory"] else [],
+    }
+    for name, rows in csvs.items():
+        write_csv(out / name, rows)
+    pngs = [
+        p
+        for p in (
+            plots.fig4_ecdf(raw["pulls"], out),
+            plots.fig5_retrieval(retrieval, out),
+            plots.fig6_coldstart(scale, out),
+            plots.fig7_traffic(traffic, out),
+            plots.deploy_plot(deploy, out),
+        )
+        if p
+    ]
+    doc = {
+        **meta,
+        "retrieval": retrieval,
+        "scale": scale,
+        "traffic": traffic,
+        "deploy": deploy,
+        "invoke": raw["invoke"],
+        "memory": raw["memory"],
+        "sizes": raw["sizes"],
+        "targets": [asdict(t) for t in targets],
+        "files": {"csv": sorted(csvs), "png": pngs},
+        "one_copy": raw["one_copy"],
+        "images": raw["images"],
+        "images_bytes": raw["images_bytes"],
+    }
+    (out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
+    (out / "report.md").write_text(report.markdown(doc))
+    return doc
+
+
+def rerender(out: Path) -> dict[str, Any]:
+    """Rebuild tables, targets, plots and report.md of an earlier run from its CSVs and
+    results.json (after a change to the report code, say); nothing is measured again."""
+    try:
+        old = json.loads((out / "results.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise BenchError(f"{out}: no readable results.json ({exc})") from exc
+    traffic = (old.get("traffic") or [{}])[0]
+    raw = {
+        "pulls": read_csv(out / "retrieval_pulls.csv", ints=("rep", "wan_bytes"), floats=("seconds",)),
+        "samples": read_csv(out / "coldstart_samples.csv", ints=("users",), floats=("seconds",)),
+        "runs": read_csv(out / "locust_runs.csv", ints=("users", "wan_bytes", "exit"), floats=("wall_s",)),
+        "invoke": read_csv(
+            out / "invoke.csv", ints=("requests", "failures", "exit"), floats=("median_ms", "p95_ms", "rps")
+        ),
+        "memory": old.get("memory") or {},
+        "sizes": old.get("sizes") or {},
+        "one_copy": old.get("one_copy", traffic.get("one_copy_bytes", 0)),
+        "images_bytes": old.get("images_bytes", traffic.get("images_bytes", 0)),
+        "images": old.get("images", traffic.get("images", 2)),
+    }
+    meta = {k: old[k] for k in ("started", "machine", "settings")}
+    return finish(out, raw, meta)
+
+
+def read_csv(path: Path, *, ints: tuple[str, ...] = (), floats: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Rows written by `write_csv`, with the named columns typed again (empty cells: None)."""
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        rows: list[dict[str, Any]] = [r for r in csv.DictReader(fh) if "empty" not in r]
+    for row in rows:
+        for key in (*ints, *floats):
+            if key in row:
+                row[key] = (
+                    None if row[key] in ("", None) else (int(row[key]) if key in ints else float(row[key]))
+                )
+    return rows
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

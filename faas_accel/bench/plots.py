@@ -136,9 +136,8 @@ def fig7_traffic(traffic: list[dict[str, Any]], out: Path) -> str | None:
         traffic[0]["one_copy_bytes"] / 1e6, color="black", linestyle=":", label="one copy of unique layers"
     )
     ax2 = ax.twinx()
-    ax2.plot(
-        range(len(traffic)), [100 * (r["saved"] or 0) for r in traffic], "k--o", label="saved vs direct (%)"
-    )
+    centers = [x + width * (len(modes) - 1) / 2 for x in range(len(traffic))]
+    ax2.plot(centers, [100 * (r["saved"] or 0) for r in traffic], "k--o", label="saved vs direct (%)")
     ax2.set_ylim(0, 100)
     ax2.set_ylabel("saved (%)")
     ax.legend(fontsize=8, loc="upper left")
