@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import logging
+import os
 import subprocess
 import sys
 import time
@@ -82,9 +84,29 @@ def _functions(opts: Any) -> dict[str, str]:
     return {k: v for k, v in fns.items() if not wanted or k in wanted}
 
 
+class SetupFailed(Exception):
+    """The state a mode needs (empty or prefetched NIC, prepulled VMs) could not be made."""
+
+
+_setup_error: list[str] = []  # set when the preparation failed: users stop at once
+
+
 @events.test_start.add_listener
-def _prepare(environment: Any, **_: Any) -> None:
-    opts = environment.parsed_options
+def _prepare_or_stop(environment: Any, **_: Any) -> None:
+    """Prepare the lab for the mode; on failure, end the run with exit status 2 and the reason
+    (locust would only log an exception from a test_start listener and measure anyway)."""
+    try:
+        _prepare(environment.parsed_options)
+    except (SetupFailed, requests.RequestException, OSError, subprocess.SubprocessError) as exc:
+        _setup_error.append(str(exc) or type(exc).__name__)
+        logging.getLogger("coldstart").error(
+            "preparing the %s run failed: %s", environment.parsed_options.mode, exc
+        )
+        environment.process_exit_code = 2
+        gevent.spawn_later(0.1, environment.runner.quit)
+
+
+def _prepare(opts: Any) -> None:
     spec, doc = _lab(opts)
     if opts.keep_state:
         return
@@ -99,53 +121,80 @@ def _prepare(environment: Any, **_: Any) -> None:
     images = list(_functions(opts).values())
     # every mode through the NIC starts from an empty NIC: the prewarmed modes fill it (one
     # copy over the WAN, before the run), so their WAN bytes are measured, not inherited
+    http = requests.Session()
+    http.trust_env = False  # lab addresses only, whatever proxy the environment names
+    http.headers.update(auth)
     for image in images if opts.mode in ("cached", "prewarmed", "prepulled") else []:
-        requests.delete(f"{cache}/api/v1/images/{image}", headers=auth, timeout=30).close()
-    for image in images:
-        if opts.mode in ("prewarmed", "prepulled"):
-            resp = requests.post(
-                f"{cache}/api/v1/prefetch", json={"image": image, "wait": 600}, headers=auth, timeout=660
+        with http.delete(f"{cache}/api/v1/images/{image}", timeout=30) as resp:
+            if resp.status_code not in (200, 404):
+                raise SetupFailed(f"emptying the NIC of {image}: HTTP {resp.status_code} {resp.text[:200]}")
+    for image in images if opts.mode in ("prewarmed", "prepulled") else []:
+        with http.post(f"{cache}/api/v1/prefetch", json={"image": image, "wait": 600}, timeout=660) as resp:
+            state = (
+                resp.json().get("state")
+                if resp.headers.get("Content-Type", "").startswith("application/json")
+                else None
             )
-            resp.raise_for_status()
+            if resp.status_code != 200 or state != "done":
+                raise SetupFailed(f"prefetch of {image}: HTTP {resp.status_code}, state {state}")
     if opts.mode == "prepulled":
         prepull_vms(spec, doc, list(_functions(opts).values()))
 
 
 def prepull_vms(spec: LabSpec, doc: dict[str, Any], images: list[str]) -> None:
-    """`faas-accel prepull once` in every VM, at once: each pulls `images` from the NIC."""
-    procs = []
-    for vm in spec.all_vms:
-        where = ["--mirror-host", mirror_host(spec), *runtime_args(spec, vm)]
-        argv = [
-            "nsenter",
-            f"--net=/run/netns/{vm.netns}",
-            sys.executable,
-            "-m",
-            "faas_accel",
-            "prepull",
-            "once",
-            "--cache",
-            doc["nic"]["cache_url"],
-            "--token",
-            doc["nic"]["admin_token"],
-            "--limit",
-            str(len(images)),
-            *where,
-            *[a for i in images for a in ("--image", i)],
-        ]
-        procs.append(
-            (vm.name, subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
-        )
-    for name, proc in procs:
-        out, _ = proc.communicate(timeout=900)
-        if proc.returncode != 0:
-            raise SystemExit(f"prepull in {name} failed: {out[-2000:]}")
+    """`faas-accel prepull once` in every VM, at once: each pulls `images` from the NIC.
+    SetupFailed unless every VM holds every image afterwards; no prepull outlives the call."""
+    procs: list[tuple[str, subprocess.Popen[str]]] = []
+    env = {**os.environ, "NIC_CACHE_ADMIN_TOKEN": doc["nic"]["admin_token"]}  # not on a command line
+    try:
+        for vm in spec.all_vms:
+            argv = [
+                "nsenter",
+                f"--net=/run/netns/{vm.netns}",
+                sys.executable,
+                "-m",
+                "faas_accel",
+                "prepull",
+                "once",
+                "--cache",
+                doc["nic"]["cache_url"],
+                "--limit",
+                str(len(images)),
+                "--mirror-host",
+                mirror_host(spec),
+                *runtime_args(spec, vm),
+                *[a for i in images for a in ("--image", i)],
+            ]
+            procs.append(
+                (
+                    vm.name,
+                    subprocess.Popen(
+                        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+                    ),
+                )
+            )
+        for name, proc in procs:
+            out, err = proc.communicate(timeout=900)
+            if proc.returncode != 0:
+                raise SetupFailed(f"prepull in {name} failed: {(err or out)[-2000:]}")
+            held = set(json.loads(out)["pulled"]) | set(json.loads(out)["present"])
+            if held != set(images):
+                raise SetupFailed(f"prepull in {name} holds {sorted(held)}, not {sorted(images)}")
+    finally:
+        for _, proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 class ColdStart(User):
     """One VM's operator deploying every function once, as faas-cli would."""
 
+    gateway: Gateway | None = None
+
     def on_start(self) -> None:
+        if _setup_error:
+            raise StopUser()
         opts = self.environment.parsed_options
         _, doc = _lab(opts)
         self.index = next(_counter)
@@ -153,6 +202,8 @@ class ColdStart(User):
         self.mode = opts.mode
         url = vm["hook_url"] if self.mode in ("cached", "prewarmed", "prepulled") else vm["provider_url"]
         if url is None:
+            _setup_error.append(f"{vm['name']} has no {'hook' if self.mode != 'direct' else 'provider'} URL")
+            self._finished()
             raise StopUser()
         self.gateway = Gateway(url, vm["auth"]["user"], vm["auth"]["password"])
         self.vm = vm["name"]
@@ -160,7 +211,15 @@ class ColdStart(User):
         self.functions = _functions(opts)
 
     def on_stop(self) -> None:
-        self.gateway.close()
+        if self.gateway is not None:
+            self.gateway.close()
+
+    def _finished(self) -> None:
+        """Count this user done; the last one ends the run (locust would otherwise wait for
+        --run-time) after locust's CSV writer, which snapshots the stats every
+        CSV_STATS_INTERVAL_SEC and writes nothing more at exit, has seen the last sample."""
+        if next(_done) >= self.environment.runner.target_user_count:
+            gevent.spawn_later(CSV_STATS_INTERVAL_SEC + 1, self.environment.runner.quit)
 
     def _image(self, image: str) -> str:
         if self.mode == "peer":
@@ -192,26 +251,30 @@ class ColdStart(User):
 
     @task
     def cold_start_every_function(self) -> None:
-        for fn, image in self.functions.items():
-            name = f"{fn}-u{self.index}"
-            ref = self._image(image)
-            t0 = time.perf_counter()
-            try:
-                self.gateway.deploy(name, ref)
-            except (GatewayError, requests.RequestException) as exc:
-                self._fire("deploy", image, time.perf_counter() - t0, 0, exc)
-                continue
-            self._fire("deploy", image, time.perf_counter() - t0, 0, None)
-            try:
-                resp = self.gateway.wait_invocable(name, deadline_s=120)
-                self._fire("first-invoke", image, time.perf_counter() - t0, len(resp.content), None)
-            except GatewayError as exc:
-                self._fire("first-invoke", image, time.perf_counter() - t0, 0, exc)
-            finally:
-                with contextlib.suppress(GatewayError, requests.RequestException):
-                    self.gateway.delete(name)
-        if next(_done) >= self.environment.runner.target_user_count:
-            # after this user has stopped, and after locust's CSV writer (which snapshots the
-            # stats every CSV_STATS_INTERVAL_SEC and writes nothing more at exit) has seen the last sample
-            gevent.spawn_later(CSV_STATS_INTERVAL_SEC + 1, self.environment.runner.quit)
+        """Once: each function deployed, waited for and deleted; then this user stops (an
+        unexpected error stops it too, rather than locust running the task again)."""
+        assert self.gateway is not None
+        try:
+            for fn, image in self.functions.items():
+                self._cold_start(self.gateway, f"{fn}-u{self.index}", image)
+        finally:
+            self._finished()
         raise StopUser()
+
+    def _cold_start(self, gateway: Gateway, name: str, image: str) -> None:
+        ref = self._image(image)
+        t0 = time.perf_counter()
+        try:
+            gateway.deploy(name, ref)
+        except (GatewayError, requests.RequestException) as exc:
+            self._fire("deploy", image, time.perf_counter() - t0, 0, exc)
+            return
+        self._fire("deploy", image, time.perf_counter() - t0, 0, None)
+        try:
+            resp = gateway.wait_invocable(name, deadline_s=120)
+            self._fire("first-invoke", image, time.perf_counter() - t0, len(resp.content), None)
+        except (GatewayError, requests.RequestException) as exc:
+            self._fire("first-invoke", image, time.perf_counter() - t0, 0, exc)
+        finally:
+            with contextlib.suppress(GatewayError, requests.RequestException):
+                gateway.delete(name)

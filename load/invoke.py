@@ -13,13 +13,16 @@ through the chosen path and removes them at the end).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from pathlib import Path
 from typing import Any
 
+import requests
 from locust import FastHttpUser, events, task
+from locust.exception import StopTest
 
-from faas_accel.gateway import Gateway
+from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab.lab import status
 from faas_accel.lab.seed import stack_functions
 from faas_accel.lab.spec import LabSpec
@@ -55,17 +58,20 @@ def _gateways(opts: Any, vms: list[dict[str, Any]]) -> list[Gateway]:
 @events.init.add_listener
 def _init(environment: Any, **_: Any) -> None:
     opts = environment.parsed_options
-    if opts is not None and opts.web:
-        opts.headless = False
-
-
-@events.test_start.add_listener
-def _deploy(environment: Any, **_: Any) -> None:
-    opts = environment.parsed_options
-    if not opts.deploy:
+    if opts is None:
         return
-    image = stack_functions(Path(opts.stack))[opts.function]
-    vms = _vms(opts)[: max(environment.runner.target_user_count or 1, 1)]
+    if opts.web:
+        opts.headless = False
+    if opts.deploy:  # before the run starts, so --run-time is all invocations
+        _deploy(opts)
+
+
+def _deploy(opts: Any) -> None:
+    functions = stack_functions(Path(opts.stack))
+    if opts.function not in functions:
+        raise SystemExit(f"--function {opts.function}: not in {opts.stack} (has {', '.join(functions)})")
+    image = functions[opts.function]
+    vms = _vms(opts)[: max(opts.num_users or 1, 1)]
     for gw in _gateways(opts, vms):
         gw.deploy(opts.function, image)
         gw.wait_invocable(opts.function, deadline_s=300)
@@ -77,9 +83,10 @@ def _undeploy(environment: Any, **_: Any) -> None:
     opts = environment.parsed_options
     if not opts.deploy:
         return
-    vms = _vms(opts)[: max(environment.runner.target_user_count or 1, 1)]
+    vms = _vms(opts)[: max(opts.num_users or 1, 1)]
     for gw in _gateways(opts, vms):
-        gw.delete(opts.function)
+        with contextlib.suppress(GatewayError, requests.RequestException):
+            gw.delete(opts.function)
         gw.close()
 
 
@@ -93,6 +100,8 @@ class Invoke(FastHttpUser):
         vms = _vms(opts)
         vm = vms[next(_counter) % len(vms)]
         url = vm["hook_url"] if opts.via == "hook" else vm["provider_url"]
+        if url is None:
+            raise StopTest(f"{vm['name']} has no hook (a --no-accel lab): use --via provider")
         self.url = f"{url}/function/{opts.function}"
         self.body = BODIES.get(opts.function, b"hello")
         self.label = f"{opts.via} {opts.function}"

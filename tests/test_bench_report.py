@@ -499,15 +499,27 @@ class TestPaperSettings:
     @pytest.mark.parametrize(
         ("kwargs", "message"),
         [
-            ({"vm_counts": ()}, "--vms takes positive VM counts"),
-            ({"vm_counts": (1, 0)}, "--vms takes positive VM counts"),
+            ({"vm_counts": ()}, "--vms takes distinct positive VM counts"),
+            ({"vm_counts": (1, 0)}, "--vms takes distinct positive VM counts"),
             ({"pulls": 0}, "--pulls"),
             ({"repeats": 0}, "--repeats"),
             ({"invoke_seconds": 0}, "--invoke-seconds"),
             ({"ref_images": ("alpine", "busybox")}, r"unknown reference image\(s\): busybox"),
             ({"sections": ("retrieval", "plots")}, r"unknown section\(s\): plots"),
+            ({"vm_counts": (2, 2)}, "--vms takes distinct positive VM counts"),
+            ({"pulls": 3, "tarball_pulls": 5}, r"--tarball-pulls \(5\) cannot exceed --pulls \(3\)"),
         ],
-        ids=["no-vms", "zero-vms", "no-pulls", "no-repeats", "no-invoke", "ref-image", "section"],
+        ids=[
+            "no-vms",
+            "zero-vms",
+            "no-pulls",
+            "no-repeats",
+            "no-invoke",
+            "ref-image",
+            "section",
+            "dup-vms",
+            "tarballs",
+        ],
     )
     def test_bad_settings_are_refused(self, tmp_path: Path, kwargs: dict[str, Any], message: str) -> None:
         """Each bad setting raises ValueError naming the option or the unknown value."""

@@ -35,6 +35,23 @@ class BenchError(RuntimeError):
     """A measurement that could not be taken; the message says which and why."""
 
 
+def run_cmd(argv: list[str], *, timeout: float = 900, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """`subprocess.run` capturing text output; a timeout or a missing program is a BenchError."""
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, **kw)
+    except subprocess.TimeoutExpired as exc:
+        raise BenchError(f"{' '.join(argv[:6])} ... ran over {timeout:.0f} s") from exc
+    except OSError as exc:
+        raise BenchError(f"cannot run {argv[0]}: {exc}") from exc
+
+
+def session() -> requests.Session:
+    """HTTP to the lab only: proxy variables from the environment are ignored."""
+    s = requests.Session()
+    s.trust_env = False
+    return s
+
+
 class VmCtr:
     """`ctr` against one lab VM's containerd, run in the VM's network namespace."""
 
@@ -53,15 +70,17 @@ class VmCtr:
         self.hosts_dir = str(run / "certs.d")
 
     def _run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*self.base, *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
+        return run_cmd([*self.base, *args], timeout=timeout)
 
     def forget(self) -> None:
-        """Remove every image and let the GC drop their content and snapshots."""
+        """Remove every image and let the GC drop their content and snapshots; BenchError if
+        anything is left (a later pull would find it and time nothing)."""
         refs = self._run("images", "ls", "-q").stdout.split()
         if refs:
             self._run("images", "rm", "--sync", *refs)
+        left = self._run("images", "ls", "-q").stdout.split()
+        if left:
+            raise BenchError(f"{self.netns}: images left after removing them: {', '.join(left)}")
 
     def pull(self, ref: str) -> float:
         """Seconds `ctr images pull` takes (fetch and unpack); BenchError if it fails."""
@@ -77,22 +96,30 @@ class VmCtr:
         return stream_into(self.netns, url, [*self.base, "images", "import", "-"])
 
 
-def stream_into(netns: str, url: str, sink: list[str]) -> float:
+def stream_into(netns: str, url: str, sink: list[str], *, timeout: float = 900) -> float:
     """Seconds to fetch `url` with curl inside `netns` and pipe it into the `sink` command."""
     t0 = time.perf_counter()
     fetch = subprocess.Popen(
-        ["nsenter", f"--net=/run/netns/{netns}", "curl", "-sSf", url], stdout=subprocess.PIPE
+        ["nsenter", f"--net=/run/netns/{netns}", "curl", "-sSf", "--max-time", str(int(timeout)), url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
-    assert fetch.stdout is not None
+    assert fetch.stdout is not None and fetch.stderr is not None
     try:
-        result = subprocess.run(
-            sink, stdin=fetch.stdout, capture_output=True, text=True, timeout=900, check=False
-        )
+        result = run_cmd(sink, stdin=fetch.stdout, timeout=timeout)
     finally:
         fetch.stdout.close()
-        fetch.wait(60)
+        try:
+            fetch.wait(10)
+        except subprocess.TimeoutExpired:
+            fetch.kill()
+            fetch.wait()
+        curl_err = fetch.stderr.read().decode(errors="replace").strip()
+        fetch.stderr.close()
     elapsed = time.perf_counter() - t0
-    if fetch.returncode != 0 or result.returncode != 0:
+    if fetch.returncode != 0:
+        raise BenchError(f"curl {url} failed (exit {fetch.returncode}): {curl_err[-300:]}")
+    if result.returncode != 0:
         raise BenchError(f"{' '.join(sink[-3:])} from {url} failed: {result.stderr.strip()[-300:]}")
     return elapsed
 
@@ -129,23 +156,24 @@ class DockerLoader:
             self.sock.with_suffix(".log"),
             netns=self.netns,
         )
-        daemons.wait_ready(self.daemon, lambda: self._docker("version").returncode == 0, 60, "docker version")
+        try:
+            daemons.wait_ready(
+                self.daemon, lambda: self._docker("version").returncode == 0, 60, "docker version"
+            )
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
-    def _docker(self, *args: str, **kw: Any) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["docker", "-H", f"unix://{self.sock}", *args],
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-            **kw,
-        )
+    def _docker(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return run_cmd(["docker", "-H", f"unix://{self.sock}", *args], timeout=300)
 
     def forget(self) -> None:
         ids = self._docker("images", "-q").stdout.split()
         if ids:
             self._docker("rmi", "-f", *sorted(set(ids)))
+        if self._docker("images", "-q").stdout.split():
+            raise BenchError(f"{self.netns}: the bench dockerd still holds images after removing them")
 
     def load_url(self, url: str) -> float:
         """Seconds to stream the tarball at `url` (fetched in the VM) into `docker load`."""
@@ -197,7 +225,13 @@ class TarballServer:
             self.dir.parent / "tarballs.log",
             netns=NIC,
         )
-        daemons.wait_ready(self.daemon, lambda: answers(f"http://{NIC_IP}:{TAR_PORT}/"), 20, "HTTP answering")
+        try:
+            daemons.wait_ready(
+                self.daemon, lambda: answers(f"http://{NIC_IP}:{TAR_PORT}/"), 20, "HTTP answering"
+            )
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -213,22 +247,17 @@ class TarballServer:
             tmp = path.with_suffix(".part")
             tmp.unlink(missing_ok=True)
             src = f"docker://{NIC_IP}:5000/{image}"
-            result = subprocess.run(
-                [
-                    "nsenter",
-                    f"--net=/run/netns/{NIC}",
-                    "skopeo",
-                    "copy",
-                    "--quiet",
-                    "--src-tls-verify=false",
-                    src,
-                    f"docker-archive:{tmp}:{image}",
-                ],
-                capture_output=True,
-                text=True,
-                timeout=900,
-                check=False,
-            )
+            argv = [
+                "nsenter",
+                f"--net=/run/netns/{NIC}",
+                "skopeo",
+                "copy",
+                "--quiet",
+                "--src-tls-verify=false",
+                src,
+                f"docker-archive:{tmp}:{image}",
+            ]
+            result = run_cmd(argv)
             if result.returncode != 0:
                 raise BenchError(f"docker-archive of {image} failed: {result.stderr.strip()[-300:]}")
             os.replace(tmp, path)
@@ -236,44 +265,74 @@ class TarballServer:
 
 
 def image_blobs(registry_url: str, image: str, *, platform: str = "linux/amd64") -> dict[str, int]:
-    """digest -> size of the config and layers of `image` (`name:tag`, the name as the registry
-    at `registry_url` knows it: the NIC cache takes the upstream's host as first segment)."""
+    """digest -> size of the config and layers of `image` (`name:tag` as the registry at
+    `registry_url` names it), read from its /v2/ API; BenchError with the URL if it can't."""
     name, _, tag = image.rpartition(":")
     url = f"{registry_url}/v2/{name}/manifests/{tag}"
-    doc = requests.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=60).json()
-    if "manifests" in doc:
-        os_, arch = platform.split("/")
-        chosen = next(
-            m
-            for m in doc["manifests"]
-            if m.get("platform", {}).get("os") == os_ and m.get("platform", {}).get("architecture") == arch
-        )
-        url = url.rsplit("/", 1)[0] + "/" + chosen["digest"]
-        doc = requests.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=60).json()
-    blobs = {doc["config"]["digest"]: int(doc["config"]["size"])}
-    blobs.update({layer["digest"]: int(layer["size"]) for layer in doc["layers"]})
+    with session() as http:
+        doc = _manifest(http, url)
+        if "manifests" in doc:
+            os_, arch = platform.split("/")
+            chosen = [
+                m
+                for m in doc["manifests"]
+                if m.get("platform", {}).get("os") == os_
+                and m.get("platform", {}).get("architecture") == arch
+            ]
+            if not chosen:
+                raise BenchError(f"{url}: no {platform} manifest in the index")
+            url = url.rsplit("/", 1)[0] + "/" + chosen[0]["digest"]
+            doc = _manifest(http, url)
+    try:
+        blobs = {doc["config"]["digest"]: int(doc["config"]["size"])}
+        blobs.update({layer["digest"]: int(layer["size"]) for layer in doc["layers"]})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BenchError(f"{url}: not an image manifest ({exc})") from exc
     return blobs
 
 
+def _manifest(http: requests.Session, url: str) -> dict[str, Any]:
+    try:
+        resp = http.get(url, headers={"Accept": MANIFEST_TYPES}, timeout=60)
+        if resp.status_code != 200:
+            raise BenchError(f"GET {url}: HTTP {resp.status_code} {resp.text[:200]}")
+        doc: dict[str, Any] = resp.json()
+        return doc
+    except (requests.RequestException, ValueError) as exc:
+        raise BenchError(f"GET {url}: {exc}") from exc
+
+
 def run_locust(locustfile: Path, args: list[str], *, log: Path, timeout: float = 1800) -> int:
-    """Run a locust file headless in a child process; returns its exit status (1 = some failures)."""
+    """Run a locust file headless in a child process; returns its exit status (1 = some failures).
+    Past `timeout` locust gets SIGTERM (it then writes its CSV/HTML and exits), SIGKILL 30 s later."""
     argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary", *args]
     with open(log, "ab") as out:
         out.write(("$ " + " ".join(argv) + "\n").encode())
         out.flush()
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
         try:
-            return subprocess.run(
-                argv, stdout=out, stderr=subprocess.STDOUT, timeout=timeout, check=False
-            ).returncode
-        except subprocess.TimeoutExpired as exc:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
             raise BenchError(
                 f"locust {locustfile.name} {' '.join(args[:4])} ran over {timeout:.0f} s"
-            ) from exc
+            ) from None
+        finally:
+            if proc.poll() is None:  # interrupted (Ctrl-C): don't leave it running
+                proc.kill()
+                proc.wait()
 
 
 def locust_stats(prefix: Path) -> list[dict[str, Any]]:
-    """Rows of locust's `<prefix>_stats.csv` (without the Aggregated line)."""
+    """Rows of locust's `<prefix>_stats.csv` (without the Aggregated line); BenchError if none."""
     path = prefix.with_name(prefix.name + "_stats.csv")
+    if not path.exists():
+        raise BenchError(f"locust wrote no {path.name}: see locust.log beside it")
     with open(path, newline="") as fh:
         return [row for row in csv.DictReader(fh) if row.get("Name") != "Aggregated"]
 
@@ -315,9 +374,9 @@ class RssSampler(threading.Thread):
         self._stop_event.set()
         self.join(5)
         self.sample()
-        return {
-            "peak_total_rss_mb": self.peak_total / 1024,
-            "peak_process_hwm_mb": self.peak_hwm / 1024,
+        return {  # /proc reports KiB; the report's MB are 10^6 bytes like every other size
+            "peak_total_rss_mb": self.peak_total * 1024 / 1e6,
+            "peak_process_hwm_mb": self.peak_hwm * 1024 / 1e6,
             "processes": len(self.seen),
         }
 

@@ -13,6 +13,7 @@ Sections, in order (each one's rows go to a CSV under the output directory):
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
@@ -26,10 +27,11 @@ from typing import Any
 
 import requests
 
+from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab import lab, net, seed
 from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
 
-from . import plots, report
+from . import report
 from .measure import (
     BenchError,
     DockerLoader,
@@ -40,6 +42,7 @@ from .measure import (
     locust_stats,
     read_jsonl,
     run_locust,
+    session,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +88,10 @@ class PaperSettings:
         return cls(out=out, **{**base, **kw})
 
     def validate(self) -> PaperSettings:
-        if not self.vm_counts or min(self.vm_counts) < 1:
-            raise ValueError("--vms takes positive VM counts like 1,2,4,8")
+        if not self.vm_counts or min(self.vm_counts) < 1 or len(set(self.vm_counts)) != len(self.vm_counts):
+            raise ValueError("--vms takes distinct positive VM counts like 1,2,4,8")
+        if self.tarball_pulls > self.pulls:
+            raise ValueError(f"--tarball-pulls ({self.tarball_pulls}) cannot exceed --pulls ({self.pulls})")
         if self.pulls < 1 or self.tarball_pulls < 0 or self.repeats < 1 or self.invoke_seconds < 1:
             raise ValueError(
                 "--pulls, --repeats and --invoke-seconds must be at least 1, --tarball-pulls 0 or more"
@@ -133,6 +138,7 @@ class Paper:
         if not self.functions:
             raise ValueError(f"no function of {settings.stack} matches {', '.join(settings.functions)}")
         self.r = Results()
+        self.done: list[str] = []  # sections measured to the end
         self.started = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
     def log(self, msg: str) -> None:
@@ -151,48 +157,72 @@ class Paper:
             f"lab up: {self.spec.vms} VM(s), WAN {self.spec.wan_rate} +{self.spec.wan_rtt}/RTT "
             f"+{self.spec.wan_setup}/connection"
         )
+        if net.lab_namespaces():
+            raise BenchError(
+                "a lab is already up on this machine: the bench brings up its own and tears it down; "
+                "run `faas-accel lab down` first (or wait for whatever uses it)"
+            )
         lab.up(self.spec, log=lambda m: None)
-        doc = lab.status(self.spec)
-        self.cache_url, self.token = doc["nic"]["cache_url"], doc["nic"]["admin_token"]
-        sampler = RssSampler(doc["nic"]["processes"]["nic-cache"]["pid"])
-        sampler.start()
+        sampler: RssSampler | None = None
+        failed: BaseException | None = None
         try:
+            doc = lab.status(self.spec)
+            self.cache_url, self.token = doc["nic"]["cache_url"], doc["nic"]["admin_token"]
+            self.floor_url = doc["nic"]["floor_url"]
+            sampler = RssSampler(doc["nic"]["processes"]["nic-cache"]["pid"])
+            sampler.start()
             self._sizes()
-            if "retrieval" in self.s.sections:
-                self.retrieval()
-            if "deploy" in self.s.sections:
-                self.deploy()
-            if "scale" in self.s.sections:
-                self.scale()
-            if "invoke" in self.s.sections:
-                self.invoke()
+            for section in ("retrieval", "deploy", "scale", "invoke"):
+                if section in self.s.sections:
+                    getattr(self, section)()
+                    self.done.append(section)
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
-            self.r.memory = sampler.stop()
+            if sampler is not None:
+                self.r.memory = sampler.stop()
             if not self.s.keep_lab:
                 self.log("lab down")
                 lab.down(self.spec, log=lambda m: None)
+            if failed is not None:  # keep what was measured: a report of the sections that ran
+                self.log(f"stopped by {type(failed).__name__}: {failed}; writing what was measured")
+                with contextlib.suppress(Exception):
+                    self.write(error=f"{type(failed).__name__}: {failed}")
         return self.write()
 
     def _sizes(self) -> None:
         images = [*self._ref_images(), *self.functions.values()]
         for image in images:
-            self.r.blobs[image] = image_blobs(self.cache_url, image)
+            # from the floor (a plain registry holding every image): the NIC would count it as a pull
+            self.r.blobs[image] = image_blobs(self.floor_url, image.removeprefix(f"{REGISTRY_HOST}/"))
             self.r.sizes[image] = sum(self.r.blobs[image].values())
 
     def _ref_images(self) -> list[str]:
         return [f"{REGISTRY_HOST}/ref/{name}:paper" for name in self.s.ref_images]
 
     def _admin(self, method: str, path: str, **kw: Any) -> requests.Response:
-        resp = requests.request(
-            method,
-            f"{self.cache_url}/api/v1/{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=900,
-            **kw,
-        )
+        try:
+            with session() as http:
+                resp = http.request(
+                    method,
+                    f"{self.cache_url}/api/v1/{path}",
+                    headers={"Authorization": f"Bearer {self.token}"},
+                    timeout=900,
+                    **kw,
+                )
+        except requests.RequestException as exc:
+            raise BenchError(f"{method} /api/v1/{path}: {exc}") from exc
         if resp.status_code >= 400 and not (method == "DELETE" and resp.status_code == 404):
             raise BenchError(f"{method} /api/v1/{path}: {resp.status_code} {resp.text[:200]}")
         return resp
+
+    def _prefetch(self, image: str) -> None:
+        """Fill the NIC with `image`, waiting until it is complete (BenchError otherwise)."""
+        resp = self._admin("POST", "prefetch", json={"image": image, "wait": 900})
+        state = resp.json().get("state")
+        if resp.status_code != 200 or state != "done":
+            raise BenchError(f"prefetch of {image} did not complete: HTTP {resp.status_code}, state {state}")
 
     # -- Table 1, Figures 4 and 5 ---------------------------------------------------------
 
@@ -201,7 +231,7 @@ class Paper:
         images = self._ref_images()
         self.log(f"retrieval: prefetching {len(images)} reference image(s) into the NIC cache")
         for image in images:
-            self._admin("POST", "prefetch", json={"image": image, "wait": 900})
+            self._prefetch(image)
         refs: dict[str, Callable[[str], str]] = {
             "direct": lambda i: i,
             "cached": lambda i: f"{NIC_IP}:5000/{i}",
@@ -300,9 +330,11 @@ class Paper:
             f"{(sum(cold) / len(cold)) if cold else float('nan'):.2f} s over {len(cold)}, "
             f"WAN {run['wan_bytes'] / 1e6:.1f} MB, {errors} error(s)"
         )
-        if not got:
+        expected = 2 * users * len(self.functions)
+        if code not in (0, 1) or len(got) != expected:
             raise BenchError(
-                f"locust produced no samples for {name}: see {self.out / 'locust' / 'locust.log'}"
+                f"locust run {name} is not a valid measurement (exit {code}, {len(got)} of {expected} "
+                f"samples): see {self.out / 'locust' / 'locust.log'}"
             )
         return run
 
@@ -323,52 +355,66 @@ class Paper:
     # -- warm path --------------------------------------------------------------------------
 
     def invoke(self) -> None:
-        fn = next(iter(self.functions))
+        fn, image = next(iter(self.functions.items()))
+        vm = self.spec.vm(1)
         for via in ("provider", "hook"):
             prefix = self.out / "locust" / f"invoke-{via}"
-            code = run_locust(
-                LOAD / "invoke.py",
-                [
-                    "--via",
-                    via,
-                    "--function",
-                    fn,
-                    "--deploy",
-                    "-u",
-                    "1",
-                    "-r",
-                    "1",
-                    "--run-time",
-                    f"{self.s.invoke_seconds}s",
-                    "--stack",
-                    str(self.s.stack),
-                    "--lab-workdir",
-                    self.s.workdir,
-                    "--csv",
-                    str(prefix),
-                ],
-                log=self.out / "locust" / "locust.log",
+            prefix.with_name(prefix.name + "_stats.csv").unlink(missing_ok=True)
+            gw = Gateway(
+                vm.provider_url if via == "provider" else vm.hook_url, self.spec.user, self.spec.password
             )
-            for row in locust_stats(prefix):
-                self.r.invoke.append(
-                    {
-                        "via": via,
-                        "function": fn,
-                        "requests": int(row["Request Count"]),
-                        "failures": int(row["Failure Count"]),
-                        "median_ms": float(row["Median Response Time"]),
-                        "p95_ms": float(row["95%"]),
-                        "rps": float(row["Requests/s"]),
-                        "exit": code,
-                    }
+            try:  # deployed before locust starts: its --run-time is all invocations
+                gw.deploy(fn, image)
+                gw.wait_invocable(fn, deadline_s=300)
+                code = run_locust(
+                    LOAD / "invoke.py",
+                    [
+                        "--via",
+                        via,
+                        "--function",
+                        fn,
+                        "-u",
+                        "1",
+                        "-r",
+                        "1",
+                        "--run-time",
+                        f"{self.s.invoke_seconds}s",
+                        "--stack",
+                        str(self.s.stack),
+                        "--lab-workdir",
+                        self.s.workdir,
+                        "--csv",
+                        str(prefix),
+                    ],
+                    log=self.out / "locust" / "locust.log",
                 )
-            self.log(
-                f"invoke via {via}: {self.r.invoke[-1]['median_ms'] if self.r.invoke else '?'} ms median"
-            )
+            except GatewayError as exc:
+                raise BenchError(f"invoke via {via}: {exc}") from exc
+            finally:
+                with contextlib.suppress(GatewayError, requests.RequestException):
+                    gw.delete(fn)
+                gw.close()
+            rows = [
+                {
+                    "via": via,
+                    "function": fn,
+                    "requests": int(row["Request Count"]),
+                    "failures": int(row["Failure Count"]),
+                    "median_ms": float(row["Median Response Time"]),
+                    "p95_ms": float(row["95%"]),
+                    "rps": float(row["Requests/s"]),
+                    "exit": code,
+                }
+                for row in locust_stats(prefix)
+            ]
+            if not rows:
+                raise BenchError(f"invoke via {via}: locust recorded no requests (see locust.log)")
+            self.r.invoke += rows
+            self.log(f"invoke via {via}: {rows[0]['median_ms']:.0f} ms median, {rows[0]['rps']:.0f} req/s")
 
     # -- output -----------------------------------------------------------------------------
 
-    def write(self) -> dict[str, Any]:
+    def write(self, error: str = "") -> dict[str, Any]:
         r = self.r
         unique: dict[str, int] = {}
         for image in self.functions.values():
@@ -388,6 +434,8 @@ class Paper:
         meta = {
             "started": self.started,
             "machine": f"{platform.node()} ({os.cpu_count()} CPUs, Linux {platform.release()})",
+            "sections_done": list(self.done),
+            "error": error,
             "settings": {
                 **settings,
                 "vms": self.spec.vms,
@@ -401,6 +449,7 @@ class Paper:
 
 def finish(out: Path, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Tables, targets, CSVs, plots, results.json and report.md from the raw rows of a run."""
+    from . import plots  # matplotlib: loaded only by the bench, not by every faas-accel command
     retrieval = report.retrieval_table(raw["pulls"], raw["sizes"])
     scale = report.scale_table(raw["samples"], [x for x in raw["runs"] if x["phase"] == "scale"])
     traffic = report.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])
@@ -471,7 +520,10 @@ def rerender(out: Path) -> dict[str, Any]:
         "images_bytes": old.get("images_bytes", traffic.get("images_bytes", 0)),
         "images": old.get("images", traffic.get("images", 2)),
     }
-    meta = {k: old[k] for k in ("started", "machine", "settings")}
+    meta = {
+        k: old.get(k, d)
+        for k, d in (("started", ""), ("machine", ""), ("settings", {}), ("sections_done", []), ("error", ""))
+    }
     return finish(out, raw, meta)
 
 

@@ -25,6 +25,11 @@ COLORS = {
 }
 
 
+def _num(value: float | None) -> float:
+    """A missing value is drawn as nothing (NaN), not as a 0 that would look best."""
+    return float("nan") if value is None else float(value)
+
+
 def _save(fig: Any, path: Path) -> str:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -66,7 +71,7 @@ def _bars(
     fig, ax = plt.subplots(figsize=(8, 4))
     width = 0.8 / len(series)
     for i, (key, label, mode) in enumerate(series):
-        vals = [r.get(key) or 0 for r in rows]
+        vals = [_num(r.get(key)) for r in rows]
         ax.bar([x + i * width for x in range(len(rows))], vals, width, label=label, color=COLORS[mode])
     ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(rows))], groups)
     ax.set_ylabel(ylabel)
@@ -125,7 +130,7 @@ def fig7_traffic(traffic: list[dict[str, Any]], out: Path) -> str | None:
     fig, ax = plt.subplots(figsize=(7, 4))
     width = 0.8 / max(len(modes), 1)
     for i, mode in enumerate(modes):
-        vals = [(r.get(f"{mode}_bytes") or 0) / 1e6 for r in traffic]
+        vals = [_num(r.get(f"{mode}_bytes")) / 1e6 for r in traffic]
         ax.bar([x + i * width for x in range(len(traffic))], vals, width, label=mode, color=COLORS[mode])
     ax.set_xticks(
         [x + width * (len(modes) - 1) / 2 for x in range(len(traffic))], [str(r["vms"]) for r in traffic]
@@ -137,7 +142,7 @@ def fig7_traffic(traffic: list[dict[str, Any]], out: Path) -> str | None:
     )
     ax2 = ax.twinx()
     centers = [x + width * (len(modes) - 1) / 2 for x in range(len(traffic))]
-    ax2.plot(centers, [100 * (r["saved"] or 0) for r in traffic], "k--o", label="saved vs direct (%)")
+    ax2.plot(centers, [100 * _num(r["saved"]) for r in traffic], "k--o", label="saved vs direct (%)")
     ax2.set_ylim(0, 100)
     ax2.set_ylabel("saved (%)")
     ax.legend(fontsize=8, loc="upper left")

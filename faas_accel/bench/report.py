@@ -300,6 +300,16 @@ def markdown(doc: dict[str, Any]) -> str:
         "",
         f"Run {doc['started']} on {doc['machine']}; {'quick smoke run' if s['quick'] else 'full run'}.",
         "",
+        *(
+            [
+                f"**Incomplete run**: stopped by `{doc['error']}`; sections measured to the end: "
+                f"{', '.join(doc.get('sections_done') or []) or 'none'}. "
+                "The tables below hold what was measured.",
+                "",
+            ]
+            if doc.get("error")
+            else []
+        ),
         "## Setup",
         "",
         f"- WAN (lab `inet` <-> NIC uplink): **{s['wan_rate']}** (tc tbf), **+{s['wan_rtt']}** per "

@@ -179,6 +179,9 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
     )
     daemons.wait_ready(cache, lambda: _ns_http(NIC, f"{spec.cache_url}/healthz"), 30, "/healthz answering")
     floor_cfg = registry_config(p["seed"], spec.floor_host)
+    # the floor serves the upstream's own storage: read-only, so nothing done to it reaches "the internet"
+    floor_cfg["storage"]["delete"] = {"enabled": False}
+    floor_cfg["storage"]["maintenance"] = {"readonly": {"enabled": True}, "uploadpurging": {"enabled": False}}
     (d / "floor.yml").write_text(yaml.safe_dump(floor_cfg))
     floor = daemons.start(
         "floor", ["docker-registry", "serve", str(d / "floor.yml")], d / "floor.log", netns=NIC
@@ -205,8 +208,13 @@ def reset_peer(spec: LabSpec) -> None:
         d.stop(timeout=5)
     daemons.reap()
     shutil.rmtree(p["run"] / "nic" / "peer", ignore_errors=True)
-    peer = _start_peer(spec, p["run"] / "nic")
-    daemons.save(p["state"], [d for d in running if d.name != "peer"] + [peer], facts)
+    others = [d for d in running if d.name != "peer"]
+    try:
+        peer = _start_peer(spec, p["run"] / "nic")
+    except BaseException:
+        daemons.save(p["state"], others, facts)  # the dead peer is no longer the lab's
+        raise
+    daemons.save(p["state"], [*others, peer], facts)
 
 
 def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
@@ -335,8 +343,6 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
                     "run",
                     "--cache",
                     spec.cache_url,
-                    "--token",
-                    spec.admin_token,
                     "--limit",
                     str(spec.prepull),
                     "--interval",
@@ -345,6 +351,7 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
                 ],
                 d / "prepull.log",
                 netns=vm.netns,
+                env={"NIC_CACHE_ADMIN_TOKEN": spec.admin_token},  # not on a command line
             )
         )
     return out
@@ -353,6 +360,9 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
 def _hosts_toml(url: str) -> str:
     # containerd 1.6 ignores a file with only `server`: the host entry is what it uses
     return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+
+
+VM_TMPFS_SIZE = "6g"  # per VM; tmpfs takes only what is stored
 
 
 def mirror_host(spec: LabSpec) -> str:
@@ -383,11 +393,18 @@ def _vm_disk(spec: LabSpec, vm: VM, d: Path) -> Path:
     disk = d / "disk"
     disk.mkdir(parents=True, exist_ok=True)
     if spec.vm_disk == "tmpfs" and not os.path.ismount(disk):
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "mode=0711", f"{vm.netns}-disk", str(disk)],
-            check=True,
+        # bounded like a disk: a VM that fills it gets "no space left", not the host's OOM killer
+        opts = f"mode=0711,size={VM_TMPFS_SIZE}"
+        result = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, f"{vm.netns}-disk", str(disk)],
             capture_output=True,
+            text=True,
         )
+        if result.returncode != 0:
+            raise LabError(
+                f"cannot mount a tmpfs for {vm.name}'s image store: {result.stderr.strip()}"
+                " (try --vm-disk disk)"
+            )
     return disk
 
 

@@ -59,6 +59,10 @@ class LabSpec:
             raise ValueError(f"--runtime must be one of {', '.join(RUNTIMES)}, got {self.runtime!r}")
         if self.prepull < 0:
             raise ValueError(f"--prepull takes a number of images (0: off), got {self.prepull}")
+        if self.prepull and not self.accel:
+            raise ValueError(
+                "--prepull needs the hook (prepulled images are the hook's rewritten ones): drop --no-accel"
+            )
         if self.vm_disk not in VM_DISKS:
             raise ValueError(f"--vm-disk must be one of {', '.join(VM_DISKS)}, got {self.vm_disk!r}")
         for name, value in (("--wan-rate", self.wan_rate), ("--vm-link", self.vm_link)):
