@@ -2,15 +2,53 @@
 
 The NIC's prewarm fills the NIC; a deploy still has to pull the image into the VM and unpack
 it, which is most of a cached cold start. `faas-accel prepull` runs in each VM and pulls,
-from the NIC only (no WAN traffic), the images the NIC holds completely, most popular first,
-up to a count and a byte budget, in the mirror form the hook rewrites deploys to, so a deploy
-finds its image already unpacked. `choose` is pure; the runtimes are thin wrappers.
+from the NIC only, the images the NIC holds completely, most popular first, up to a count and
+a byte budget, under the mirror tag the hook rewrites deploys to
+(`<mirror-host>/<registry>/<repo>:<tag>`), so a deploy finds its image already unpacked.
+
+Prepull gives the NIC no reason to contact the upstream (but see eviction below): an image is
+pulled *by digest*, `<mirror-host>/<registry>/<repo>@<digest>` with the digest
+`GET /api/v1/images` lists for the tag, which the NIC serves from its store. A pull by tag would,
+once the NIC's `tag_ttl` has passed, make it revalidate the tag upstream (a HEAD, and on a new
+digest a manifest whose layers then cross the WAN). The pulled image is then named with the
+mirror tag (containerd: `ctr images tag --force`; docker: a tag), and an image is *present*
+only when the VM's image under the mirror tag has the NIC's digest: a VM holding an older
+digest under the same tag gets the new one. Pulls by digest are not counted as popularity by
+the NIC (only manifest pulls by tag are), so prepull does not feed its own choices back into
+the ranking.
+
+The by-digest name: containerd drops it once the mirror tag points at the image, so the tag
+is the image's only name and, when the tag moves to a new digest, containerd's garbage
+collector frees the old content (a running container keeps what it uses). docker keeps it:
+the repo digest is where docker records the manifest digest that `present` compares, and an
+image superseded under the mirror tag keeps that name until removed (`docker rmi`).
+
+Known limitations:
+
+- Completeness is per tag, as the NIC reports it (`blobs_known == blobs_stored`). For a
+  multi-arch index `blobs_known` counts every platform's manifest while the NIC fills only its
+  configured platforms, so such images are never complete and never chosen.
+- The NIC may evict (or an operator delete) part of an image between the listing and the
+  pull. The NIC then fetches what is gone from the upstream *by digest* (no tag revalidation,
+  but those bytes do cross the WAN once) and the pull succeeds; with the upstream unreachable
+  the NIC answers with an error, the pull fails and the image is reported in `failed` (and
+  `prepull once` exits 1); the next round chooses it again only if the NIC lists it complete.
+
+Requested images (`only`, the command line's `--image`) that the NIC does not hold completely
+are reported as `missing` and never pulled; `prepull once` then exits 1. The admin token is
+best passed in `NIC_CACHE_ADMIN_TOKEN` (a `--token` value shows in `ps`).
+
+`choose`, `missing` and `candidates` are pure; the runtimes are thin wrappers whose errors
+(ctr's exit status, the docker SDK's and requests' exceptions) become `PrepullError`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -19,7 +57,7 @@ from typing import Any, Protocol
 import requests
 
 from nic_cache.errors import RegistryError
-from nic_cache.reference import parse_image
+from nic_cache.reference import parse_image, validate_digest
 
 log = logging.getLogger("faas_accel.prepull")
 
@@ -30,9 +68,10 @@ class PrepullError(RuntimeError):
 
 @dataclass(frozen=True)
 class Candidate:
-    """An image the NIC holds, as the admin API describes it."""
+    """A tag the NIC holds, as the admin API describes it."""
 
     image: str
+    digest: str
     size: int
     complete: bool
     score: float = 0.0
@@ -44,41 +83,71 @@ def choose(
     limit: int,
     budget: int = 0,
     only: Sequence[str] = (),
-) -> list[str]:
+) -> list[Candidate]:
     """Images to hold in the VM: complete on the NIC, most popular first (then the most
     recently listed), at most `limit` of them and `budget` bytes in all (0: no byte limit).
     `only` restricts the choice to those images (e.g. a stack file's)."""
     wanted = set(only)
     pool = [c for c in cached if c.complete and (not wanted or c.image in wanted)]
     pool.sort(key=lambda c: -c.score)  # stable: equal scores keep the NIC's order
-    out: list[str] = []
+    out: list[Candidate] = []
     used = 0
     for c in pool:
         if len(out) >= limit:
             break
         if budget and used + c.size > budget:
             continue
-        out.append(c.image)
+        out.append(c)
         used += c.size
     return out
 
 
+def missing(cached: Iterable[Candidate], only: Sequence[str]) -> list[str]:
+    """The requested images the NIC does not hold completely (in the order requested)."""
+    held = {c.image for c in cached if c.complete}
+    return [image for image in dict.fromkeys(only) if image not in held]
+
+
 def candidates(images_doc: dict[str, Any], popular_doc: dict[str, Any]) -> list[Candidate]:
-    """Join `GET /api/v1/images` and `GET /api/v1/popular` into candidates."""
-    scores = {p["image"]: float(p.get("score", 0)) for p in popular_doc.get("images", [])}
-    out = []
-    for i in sorted(images_doc.get("images", []), key=lambda i: -float(i.get("fetched_at", 0))):
-        complete = i.get("blobs_known", 0) > 0 and i.get("blobs_known") == i.get("blobs_stored")
-        out.append(
-            Candidate(i["image"], int(i.get("bytes_stored", 0)), complete, scores.get(i["image"], 0.0))
-        )
+    """Join `GET /api/v1/images` and `GET /api/v1/popular` into candidates, newest first.
+
+    Raises PrepullError when a document is not shaped as the NIC's admin API answers.
+    """
+    try:
+        scores = {p["image"]: float(p.get("score", 0)) for p in popular_doc.get("images", [])}
+        out = []
+        for i in sorted(images_doc.get("images", []), key=lambda i: -float(i.get("fetched_at", 0))):
+            known, stored = int(i.get("blobs_known", 0)), int(i.get("blobs_stored", 0))
+            digest = str(i.get("digest") or "")
+            image = str(i["image"])
+            out.append(
+                Candidate(
+                    image,
+                    digest,
+                    int(i.get("bytes_stored", 0)),
+                    bool(digest) and known > 0 and known == stored,
+                    scores.get(image, 0.0),
+                )
+            )
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise PrepullError(f"the NIC's image list is not what its admin API answers: {exc!r}") from exc
     return out
 
 
 class Runtime(Protocol):
-    def images(self) -> set[str]: ...
+    """A VM's container runtime, as prepull needs it."""
 
-    def pull(self, ref: str) -> None: ...
+    def digests(self) -> dict[str, set[str]]:
+        """Each local image name -> the manifest digests it is known by.
+
+        Raises PrepullError when the runtime cannot be asked.
+        """
+        ...
+
+    def pull(self, source: str, name: str) -> None:
+        """Pull `source` (a by-digest reference) and name it `name`, replacing whatever
+        `name` pointed at. Raises PrepullError when the pull or the naming fails."""
+        ...
 
 
 class ContainerdPuller:
@@ -88,59 +157,126 @@ class ContainerdPuller:
         self.base = [ctr, "--address", address, "--namespace", namespace]
         self.hosts_dir = hosts_dir
 
-    def _ctr(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    def _ctr(self, *args: str, timeout: float = 900) -> str:
+        what = f"ctr {' '.join(args[:2])}"
         try:
-            return subprocess.run(
+            result = subprocess.run(
                 [*self.base, *args], capture_output=True, text=True, timeout=timeout, check=False
             )
         except (OSError, subprocess.TimeoutExpired) as exc:
-            raise PrepullError(f"ctr {' '.join(args[:2])}: {exc}") from exc
-
-    def images(self) -> set[str]:
-        result = self._ctr("images", "ls", "-q", timeout=60)
+            raise PrepullError(f"{what}: {exc}") from exc
         if result.returncode != 0:
-            raise PrepullError(f"ctr images ls: {result.stderr.strip()}")
-        return set(result.stdout.split())
+            lines = result.stderr.strip().splitlines()
+            raise PrepullError(f"{what}: {lines[-1] if lines else f'exit status {result.returncode}'}")
+        return result.stdout
 
-    def pull(self, ref: str) -> None:
+    def digests(self) -> dict[str, set[str]]:
+        return ctr_digests(self._ctr("images", "ls", timeout=60))
+
+    def pull(self, source: str, name: str) -> None:
         args = ["images", "pull", "--plain-http"]
         if self.hosts_dir:
             args += ["--hosts-dir", self.hosts_dir]
-        result = self._ctr(*args, ref)
-        if result.returncode != 0:
-            raise PrepullError(f"pull of {ref}: {result.stderr.strip().splitlines()[-1:]}")
+        self._ctr(*args, source)
+        self._ctr("images", "tag", "--force", source, name, timeout=60)
+        try:
+            self._ctr("images", "rm", source, timeout=60)
+        except PrepullError as exc:  # the image is in place under `name`; only a spare name is left
+            log.warning("could not drop the by-digest name %s: %s", source, exc)
 
 
 class DockerPuller:
-    """`docker pull` through the docker SDK (the VM's hook serves the NIC as a local registry)."""
+    """dockerd through the docker SDK (the VM's hook serves the NIC as a local registry).
+
+    The client is made on first use, so a dockerd that is not up yet fails a round, not the
+    daemon, and `prepull` never contacts dockerd before it has something to pull.
+    """
 
     def __init__(self, base_url: str) -> None:
+        self.base_url = base_url
+        self._client: Any = None
+
+    def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
         import docker
-
-        self.client = docker.DockerClient(base_url=base_url)
-
-    def images(self) -> set[str]:
-        return {tag for img in self.client.images.list() for tag in img.tags}
-
-    def pull(self, ref: str) -> None:
         import docker.errors
 
+        path = self.base_url.removeprefix("unix://")
+        if path != self.base_url and not os.path.exists(path):
+            # also spares the SDK's connect, which leaks its socket when the path is missing
+            raise PrepullError(f"docker at {self.base_url}: {what}: no socket at {path}, is dockerd up?")
         try:
-            self.client.images.pull(ref)
-        except docker.errors.APIError as exc:
-            raise PrepullError(f"pull of {ref}: {exc}") from exc
+            if self._client is None:
+                self._client = docker.DockerClient(base_url=self.base_url)
+            return fn(self._client.api)
+        except (docker.errors.DockerException, requests.RequestException) as exc:
+            raise PrepullError(f"docker at {self.base_url}: {what}: {exc}") from exc
+
+    def digests(self) -> dict[str, set[str]]:
+        return docker_digests(self._call("list images", lambda api: api.images()))
+
+    def pull(self, source: str, name: str) -> None:
+        repo, _, digest = source.partition("@")
+        name_repo, tag = _split_tag(name)
+
+        def pull_and_tag(api: Any) -> None:
+            for event in api.pull(repo, tag=digest, stream=True, decode=True):
+                if "error" in event:  # dockerd reports a failed pull in the stream, not the status
+                    raise PrepullError(f"pull of {source}: {event['error']}")
+            if not api.tag(source, name_repo, tag, force=True):
+                raise PrepullError(f"tagging {source} as {name} failed")
+
+        self._call(f"pull of {source}", pull_and_tag)
+
+
+def ctr_digests(listing: str) -> dict[str, set[str]]:
+    """Image name -> {target digest} from `ctr images ls` output."""
+    out: dict[str, set[str]] = {}
+    # REF TYPE DIGEST SIZE PLATFORMS LABELS; SIZE holds a space ("2.1 MiB"), DIGEST does not
+    for line in listing.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) > 2 and fields[2].startswith("sha256:"):
+            out[fields[0]] = {fields[2]}
+    return out
+
+
+def docker_digests(listing: Iterable[dict[str, Any]]) -> dict[str, set[str]]:
+    """Tag -> the manifest digests docker knows its image by in the tag's repository, from
+    `GET /images/json` (a tag's digests are its image's `RepoDigests` of the same repo)."""
+    out: dict[str, set[str]] = {}
+    for img in listing:
+        repo_digests = [d.partition("@") for d in img.get("RepoDigests") or []]
+        for tag in img.get("RepoTags") or []:
+            repo = _split_tag(tag)[0]
+            out[tag] = {digest for r, _, digest in repo_digests if r == repo}
+    return out
+
+
+def _split_tag(name: str) -> tuple[str, str]:
+    """`host:port/repo:tag` -> (`host:port/repo`, `tag`)."""
+    repo, sep, tag = name.rpartition(":")
+    if not sep or "/" in tag:
+        return name, "latest"
+    return repo, tag
 
 
 @dataclass(frozen=True)
 class PrepullResult:
+    """One round: images pulled, already present, failed (with why), and requested images the
+    NIC does not hold completely (`missing`, never pulled)."""
+
     pulled: list[str]
     present: list[str]
     failed: dict[str, str]
+    missing: list[str]
     seconds: float
 
 
 class Prepuller:
-    """One VM's prepull: ask the NIC, pull what is missing, report."""
+    """One VM's prepull: ask the NIC, pull what is missing by digest, report.
+
+    `only` images are normalized here (`python:3.12` -> `docker.io/library/python:3.12`);
+    an unparsable one raises RegistryError.
+    """
 
     def __init__(
         self,
@@ -161,48 +297,93 @@ class Prepuller:
             self.session.headers["Authorization"] = f"Bearer {token}"
         self.mirror_host = mirror_host
         self.runtime = runtime
-        self.limit, self.budget, self.only = limit, budget, tuple(only)
+        self.limit, self.budget = limit, budget
+        self.only = tuple(str(parse_image(i)) for i in only)
         self.clock = clock
 
+    def close(self) -> None:
+        """Close the connections to the NIC."""
+        self.session.close()
+
     def _get(self, path: str) -> dict[str, Any]:
+        url = f"{self.cache_url}/api/v1/{path}"
         try:
-            resp = self.session.get(f"{self.cache_url}/api/v1/{path}", timeout=30)
+            with self.session.get(url, timeout=30) as resp:
+                if resp.status_code == 401:
+                    raise PrepullError(
+                        f"GET /api/v1/{path}: HTTP 401: the NIC refused the admin token "
+                        "(check NIC_CACHE_ADMIN_TOKEN or --token)"
+                    )
+                if resp.status_code != 200:
+                    raise PrepullError(f"GET /api/v1/{path}: HTTP {resp.status_code} {resp.text[:200]}")
+                doc = resp.json()
+        except requests.exceptions.JSONDecodeError as exc:
+            raise PrepullError(f"GET /api/v1/{path}: the NIC answered something not JSON: {exc}") from exc
         except requests.RequestException as exc:
             raise PrepullError(f"NIC cache at {self.cache_url} unreachable: {exc}") from exc
-        with resp:
-            if resp.status_code != 200:
-                raise PrepullError(f"GET /api/v1/{path}: HTTP {resp.status_code} {resp.text[:200]}")
-            doc: dict[str, Any] = resp.json()
-            return doc
+        if not isinstance(doc, dict):
+            raise PrepullError(f"GET /api/v1/{path}: expected a JSON object, got {type(doc).__name__}")
+        return doc
 
-    def mirror_ref(self, image: str) -> str:
-        """The reference the hook rewrites `image` to (what the provider will pull)."""
-        return parse_image(image).mirror_form(self.mirror_host)
+    def refs(self, candidate: Candidate) -> tuple[str, str]:
+        """(by-digest reference to pull, mirror tag to name it) for a candidate.
+
+        Raises RegistryError for an image the hook cannot rewrite or a digest not sha256.
+        """
+        ref = parse_image(candidate.image)
+        by_digest = dataclasses.replace(ref, tag=None, digest=validate_digest(candidate.digest))
+        return by_digest.mirror_form(self.mirror_host), ref.mirror_form(self.mirror_host)
 
     def once(self) -> PrepullResult:
+        """One round. Raises PrepullError when the NIC or the runtime cannot be asked; a
+        failed pull is reported in the result instead."""
         t0 = self.clock()
-        chosen = choose(
-            candidates(self._get("images"), self._get(f"popular?limit={max(self.limit * 4, 20)}")),
-            limit=self.limit,
-            budget=self.budget,
-            only=[str(parse_image(i)) for i in self.only],
-        )
-        local = self.runtime.images()
+        cached = candidates(self._get("images"), self._get(f"popular?limit={max(self.limit * 4, 20)}"))
+        chosen = choose(cached, limit=self.limit, budget=self.budget, only=self.only)
+        lacking = missing(cached, self.only)
+        local = self.runtime.digests() if chosen else {}
         pulled, present, failed = [], [], {}
-        for image in chosen:
+        for c in chosen:
             try:
-                ref = self.mirror_ref(image)
+                source, name = self.refs(c)
             except RegistryError as exc:
-                failed[image] = str(exc)
+                failed[c.image] = str(exc)
                 continue
-            if ref in local:
-                present.append(image)
+            if c.digest in local.get(name, set()):
+                present.append(c.image)
                 continue
             try:
-                self.runtime.pull(ref)
-                pulled.append(image)
-                log.info("prepulled %s", ref)
+                self.runtime.pull(source, name)
+                pulled.append(c.image)
+                log.info("prepulled %s as %s", source, name)
             except PrepullError as exc:
-                failed[image] = str(exc)
-                log.warning("prepull of %s failed: %s", ref, exc)
-        return PrepullResult(pulled, present, failed, self.clock() - t0)
+                failed[c.image] = str(exc)
+                log.warning("prepull of %s failed: %s", source, exc)
+        return PrepullResult(pulled, present, failed, lacking, self.clock() - t0)
+
+
+def serve(once: Callable[[], PrepullResult], every: float, stop: threading.Event) -> None:
+    """Run `once` now and then every `every` seconds until `stop` is set.
+
+    A round that fails is logged and the next one runs anyway: the daemon outlives a NIC or
+    runtime restart, and a bug in one round.
+    """
+    while not stop.is_set():
+        try:
+            r = once()
+        except PrepullError as exc:
+            log.warning("round failed: %s", exc)
+        except Exception:
+            log.exception("round crashed")
+        else:
+            log.info(
+                "round: %d pulled, %d present, %d failed, %d missing in %.1f s",
+                len(r.pulled),
+                len(r.present),
+                len(r.failed),
+                len(r.missing),
+                r.seconds,
+            )
+            if r.missing:
+                log.warning("not complete on the NIC, not pulled: %s", ", ".join(r.missing))
+        stop.wait(every)

@@ -1,10 +1,13 @@
-"""`faas-accel prepull once|run`: hold the NIC's popular images in this VM's runtime."""
+"""`faas-accel prepull once|run`: hold the NIC's popular images in this VM's runtime.
+
+The admin token is best given in the environment, `NIC_CACHE_ADMIN_TOKEN`: a `--token`
+value is visible to every user of the VM in `ps`.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable
@@ -13,10 +16,34 @@ from typing import Any
 
 import click
 
-from nic_cache.errors import NicCacheError
+from nic_cache.errors import NicCacheError, RegistryError
+from nic_cache.reference import HOST_RE, parse_image
 from nic_cache.units import parse_duration, parse_size
 
-from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime
+from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
+
+
+def _images(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """Normalize `--image` values, refusing what the hook could not rewrite to the mirror."""
+    out = []
+    for value in values:
+        try:
+            ref = parse_image(value)
+            ref.mirror_form("mirror")  # raises for a registry with a port
+        except RegistryError as exc:
+            raise click.BadParameter(f"{value!r}: {exc}") from exc
+        if ref.digest:
+            raise click.BadParameter(
+                f"{value!r}: name a tag, not a digest (prepull pulls the digest the NIC holds for it)"
+            )
+        out.append(str(ref))
+    return tuple(out)
+
+
+def _host(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    if not HOST_RE.fullmatch(value):
+        raise click.BadParameter(f"{value!r} is not a host[:port]")
+    return value
 
 
 def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -24,8 +51,18 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--cache", "cache_url", required=True, help="NIC cache URL, e.g. http://198.18.1.1:5000"
         ),
-        click.option("--token", default=lambda: os.environ.get("NIC_CACHE_ADMIN_TOKEN"), help="admin token"),
-        click.option("--mirror-host", required=True, help="host[:port] the hook rewrites images to"),
+        click.option(
+            "--token",
+            envvar="NIC_CACHE_ADMIN_TOKEN",
+            show_envvar=True,
+            help="admin token; prefer the environment variable (a --token value shows in ps)",
+        ),
+        click.option(
+            "--mirror-host",
+            required=True,
+            callback=_host,
+            help="host[:port] the hook rewrites images to",
+        ),
         click.option(
             "--runtime", type=click.Choice(["containerd", "docker"]), default="containerd", show_default=True
         ),
@@ -36,7 +73,13 @@ def _options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--budget", default="0", show_default=True, help="bytes to hold at most, e.g. 4GiB (0: any)"
         ),
-        click.option("--image", "only", multiple=True, help="only these images (repeatable; default: any)"),
+        click.option(
+            "--image",
+            "only",
+            multiple=True,
+            callback=_images,
+            help="only these images (repeatable; default: any); `once` fails if one is not on the NIC",
+        ),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -66,20 +109,30 @@ def _prepuller(kw: dict[str, Any]) -> Prepuller:
 
 @click.group("prepull")
 def prepull() -> None:
-    """Pull the NIC's popular images into this VM's runtime ahead of deploys (from the NIC only)."""
+    """Pull the NIC's popular images into this VM's runtime ahead of deploys (from the NIC only).
+
+    Images are pulled by the digest the NIC holds and named with the hook's mirror tag.
+    """
 
 
 @prepull.command("once")
 @_options
 def once_cmd(**kw: Any) -> None:
-    """Pull what is missing now; print what was pulled, present and failed (JSON)."""
+    """Pull what is missing now; print what was pulled, present, failed and missing (JSON).
+
+    Exits 1 when a pull failed or an --image is not complete on the NIC.
+    """
     try:
         result = _prepuller(kw).once()
     except PrepullError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(json.dumps(asdict(result), indent=2))
-    if result.failed:
-        raise SystemExit(1)
+    problems = []
+    if result.missing:
+        problems.append(f"not complete on the NIC, not pulled: {', '.join(result.missing)}")
+    problems += [f"pull of {image} failed: {why}" for image, why in result.failed.items()]
+    if problems:
+        raise click.ClickException("\n".join(problems))
 
 
 @prepull.command("run")
@@ -96,17 +149,4 @@ def run_cmd(interval: str, **kw: Any) -> None:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    log = logging.getLogger("faas_accel.prepull")
-    while not stop.is_set():
-        try:
-            r = puller.once()
-            log.info(
-                "round: %d pulled, %d present, %d failed in %.1f s",
-                len(r.pulled),
-                len(r.present),
-                len(r.failed),
-                r.seconds,
-            )
-        except PrepullError as exc:
-            log.warning("round failed: %s", exc)
-        stop.wait(every)
+    serve(puller.once, every, stop)

@@ -315,6 +315,24 @@ class TestTargets:
         got = report.targets([], [{"function": "echo"}], [], [])
         assert [(t.met, t.measured) for t in got] == [(None, "not measured")] * 2
 
+    def test_prepulled_only_when_measured_and_failures_are_misses(self) -> None:
+        """prepulled gets a target once the run measured it; a mode whose deploys all failed
+        is a miss (not 'not measured')."""
+        deploy = [
+            {
+                "function": "hello",
+                "prepulled_failures": 0,
+                "prepulled_reduction": 0.96,
+                "cached-hit_failures": 3,
+                "cached-hit_reduction": None,
+            }
+        ]
+        got = report.targets([], deploy, [], [])
+        assert find(got, "hello: prepulled first-invoke at least 95% below direct").met is True
+        failed = find(got, "hello: cached-hit first-invoke at least 92% below direct")
+        assert (failed.met, failed.measured) == (False, "3 failed deploy(s), nothing to compare")
+        assert not any("prepulled" in t.what for t in report.targets([], [{"function": "x"}], [], []))
+
     def test_one_copy_within_two_percent(self) -> None:
         """1.01 copies is one copy, 1.03 is not, none measured is None."""
         traffic = [

@@ -450,6 +450,7 @@ class Paper:
 def finish(out: Path, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
     """Tables, targets, CSVs, plots, results.json and report.md from the raw rows of a run."""
     from . import plots  # matplotlib: loaded only by the bench, not by every faas-accel command
+
     retrieval = report.retrieval_table(raw["pulls"], raw["sizes"])
     scale = report.scale_table(raw["samples"], [x for x in raw["runs"] if x["phase"] == "scale"])
     traffic = report.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])

@@ -210,18 +210,27 @@ def targets(
     out = []
     for row in deploy:
         fn = row["function"]
-        for mode, goal in (
+        goals = (
             ("cached-hit", TARGET_CACHED_REDUCTION),
             ("prewarmed", TARGET_PREWARMED_REDUCTION),
-        ):
+            ("prepulled", TARGET_PREWARMED_REDUCTION),
+        )
+        for mode, goal in goals:
             red = row.get(f"{mode}_reduction")
-            out.append(
-                Target(
-                    f"{fn}: {mode} first-invoke at least {goal:.0%} below direct",
-                    "not measured" if red is None else f"{red:.1%} below",
-                    None if red is None else red >= goal,
+            own = row.get(f"{mode}_failures") or 0
+            if mode == "prepulled" and f"{mode}_failures" not in row:
+                continue  # an optional mode this run did not measure
+            what = f"{fn}: {mode} first-invoke at least {goal:.0%} below direct"
+            if red is None and own:  # a path that only failed is a miss, not "not measured"
+                out.append(Target(what, f"{own} failed deploy(s), nothing to compare", False))
+            else:
+                out.append(
+                    Target(
+                        what,
+                        "not measured" if red is None else f"{red:.1%} below",
+                        None if red is None else red >= goal,
+                    )
                 )
-            )
     for row in traffic:
         r = row.get("cached_over_one_copy")
         out.append(
