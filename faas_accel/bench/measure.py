@@ -19,6 +19,7 @@ import requests
 from faas_accel.lab import daemons
 from faas_accel.lab.seed import answers
 from faas_accel.lab.spec import NIC, NIC_IP, VM, LabSpec
+from faas_accel.procfs import stat_fields
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -385,11 +386,7 @@ def tree(root: int) -> list[int]:
     """`root` and every descendant (by /proc/<pid>/stat's parent field)."""
     parents: dict[int, int] = {}
     for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(") ", 1)[1].split()
-            except (OSError, IndexError):
-                continue
+        if entry.isdigit() and (fields := stat_fields(int(entry))) is not None:
             parents[int(entry)] = int(fields[1])
     out, frontier = [root], [root]
     while frontier:

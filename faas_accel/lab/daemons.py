@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ..procfs import stat_fields
+
 # Popen objects of the daemons this process started: kept so they are not collected while the
 # daemon runs (and reaped by `reap`), since the lab outlives the call that started it.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
@@ -99,11 +101,8 @@ def start(
 
 def _stat(pid: int) -> tuple[str, int] | None:
     """(state, start time) of a process, or None if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    except (FileNotFoundError, IndexError, ProcessLookupError):
-        return None
-    return fields[0], int(fields[19])
+    fields = stat_fields(pid)
+    return None if fields is None else (fields[0], int(fields[19]))
 
 
 def wait_ready(daemon: Daemon, ready: Callable[[], bool], timeout: float, what: str) -> None:

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 
+from ..procfs import running
 from .spec import HOST_IP, INET, NIC, NIC_IP, NIC_UPLINK_IP, PREFIX, UPSTREAM_IP, LabSpec, tbf_args
 
 HOST_VETH = (f"{PREFIX}host", f"{PREFIX}hostn")  # (root ns side, bridge side)
@@ -120,19 +121,11 @@ def kill_namespace_processes(ns: str, timeout: float = 5.0) -> None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        while time.monotonic() < deadline and any(running(p) for p in pids):
             time.sleep(0.05)
-        pids = [p for p in pids if _alive(p)]
+        pids = [p for p in pids if running(p)]
         if not pids:
             return
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(") ", 1)[1][0] != "Z"
-    except (FileNotFoundError, IndexError):
-        return False
 
 
 def teardown() -> list[str]:

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ..procfs import running
 from . import logdriver
 from .errors import PullFailed, RuntimeFailed
 from .logs import LogFollower
@@ -50,16 +51,6 @@ def parse_tasks(output: str) -> dict[str, tuple[int, TaskStatus]]:
             pid = int(fields[1]) if fields[1].isdigit() else 0
             tasks[fields[0]] = (pid, _STATUS.get(fields[2].upper(), TaskStatus.UNKNOWN))
     return tasks
-
-
-def pid_running(pid: int) -> bool:
-    """True if `pid` exists and is not a zombie (the shim reaps its task promptly)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 class ContainerdRuntime:
@@ -144,7 +135,7 @@ class ContainerdRuntime:
         if status is TaskStatus.RUNNING and self.stop_grace > 0:
             self.ctr("tasks", "kill", "--signal", "SIGTERM", cid)
             deadline = time.monotonic() + self.stop_grace
-            while pid_running(pid) and time.monotonic() < deadline:
+            while running(pid) and time.monotonic() < deadline:
                 time.sleep(0.02)
         # --force SIGKILLs a task that is still running, then deletes it
         result = self.ctr("tasks", "delete", "--force", cid)
@@ -186,7 +177,7 @@ class ContainerdRuntime:
             pid = int(self._pid_file(cid).read_text().strip())
         except (OSError, ValueError):
             return self.status(cid) is TaskStatus.RUNNING
-        return pid_running(pid)
+        return running(pid)
 
     def logs(
         self, cid: str, *, since: datetime | None, tail: int | None, follow: bool

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from faas_accel.procfs import running
+
 T = TypeVar("T")
 
 # Variables that would send a helper's loopback traffic to a proxy.
@@ -183,12 +185,7 @@ def stop(proc: subprocess.Popen[bytes] | Proc, timeout: float = 10.0) -> int:
 
 def pid_alive(pid: int) -> bool:
     """Return True if a process with ``pid`` exists (zombies count as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
+    return running(pid)
 
 
 def stop_pid(pid: int, timeout: float = 10.0) -> None:
