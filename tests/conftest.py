@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support import oci
+from tests.support.cache import Cache
 from tests.support.oci import Blob, Image, Index, Layer
 from tests.support.procs import PROXY_VARS
 from tests.support.registry import Registry
@@ -235,3 +236,30 @@ def netns_factory() -> Iterator[Callable[[], NetNS]]:
         yield make
     finally:
         _close_all(made)
+
+
+LAB = "registry.lab"  # how the tests' image references name the seeded upstream
+
+
+@pytest.fixture
+def cache_factory(seeded: Seeded) -> Iterator[Callable[..., Cache]]:
+    """`make(upstreams=None, **kw) -> Cache` (started; by default `registry.lab` is the seeded
+    upstream); every cache closed after the test."""
+    made: list[Cache] = []
+
+    def make(upstreams: dict[str, str] | None = None, **kwargs: Any) -> Cache:
+        cache = Cache(upstreams or {LAB: seeded.registry.url}, **kwargs)
+        made.append(cache)
+        return cache.start()
+
+    try:
+        yield make
+    finally:
+        for cache in made:
+            cache.close()
+
+
+@pytest.fixture
+def cache(cache_factory: Callable[..., Cache]) -> Cache:
+    """A fresh, empty cache whose `registry.lab` (also the default upstream) is the seeded one."""
+    return cache_factory(default_upstream=LAB)

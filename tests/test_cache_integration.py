@@ -29,29 +29,6 @@ pytestmark = pytest.mark.integration
 LAB = "registry.lab"  # how the tests' image references name the upstream
 
 
-@pytest.fixture
-def cache_factory() -> Iterator[Callable[..., Cache]]:
-    """`make(upstreams, **kw) -> Cache` (started); every cache closed after the test."""
-    made: list[Cache] = []
-
-    def make(upstreams: dict[str, str], **kwargs: object) -> Cache:
-        cache = Cache(upstreams, **kwargs)  # type: ignore[arg-type]
-        made.append(cache)
-        return cache.start()
-
-    try:
-        yield make
-    finally:
-        for cache in made:
-            cache.close()
-
-
-@pytest.fixture
-def cache(seeded: Seeded, cache_factory: Callable[..., Cache]) -> Cache:
-    """A fresh, empty cache whose `registry.lab` (also the default) is the seeded upstream."""
-    return cache_factory({LAB: seeded.registry.url}, default_upstream=LAB)
-
-
 def skopeo_copy(src: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", *extra,
                 f"docker://{src}", f"dir:{dest}"], timeout=300, check=False)  # fmt: skip

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -30,12 +30,9 @@ HELLO, APP_A, MULTILAYER = f"{LAB}/lab/hello:1", f"{LAB}/lab/app-a:1", f"{LAB}/l
 
 
 @pytest.fixture
-def cache(seeded: Seeded) -> Iterator[Cache]:
-    c = Cache({LAB: seeded.registry.url}, default_upstream=LAB, extra={"tag_ttl": "0s"}).start()
-    try:
-        yield c
-    finally:
-        c.close()
+def cache(cache_factory: Callable[..., Cache]) -> Cache:
+    """Tags revalidated on every pull by tag: a tag pull by prepull would show upstream."""
+    return cache_factory(default_upstream=LAB, extra={"tag_ttl": "0s"})
 
 
 def prefetch(cache: Cache, image: str) -> None:

@@ -530,28 +530,6 @@ class TestState:
 
 
 @pytest.fixture
-def cache_factory(seeded: Seeded) -> Iterator[Callable[..., Cache]]:
-    """`make(upstreams=None, **kw) -> Cache` (started; `registry.lab` is the seeded upstream)."""
-    made: list[Cache] = []
-
-    def make(upstreams: dict[str, str] | None = None, **kwargs: Any) -> Cache:
-        cache = Cache(upstreams or {LAB: seeded.registry.url}, **kwargs)
-        made.append(cache)
-        return cache.start()
-
-    try:
-        yield make
-    finally:
-        for cache in made:
-            cache.close()
-
-
-@pytest.fixture
-def cache(cache_factory: Callable[..., Cache]) -> Cache:
-    return cache_factory(default_upstream=LAB)
-
-
-@pytest.fixture
 def schedulers() -> Iterator[Callable[..., Proc]]:
     """`start(config, log, *args) -> Proc` runs `faas-accel prewarm run`; all stopped after."""
     made: list[Proc] = []
