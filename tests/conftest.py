@@ -11,12 +11,15 @@ import os
 import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from nic_cache.store import Store
 from tests.support import oci
 from tests.support.cache import Cache
+from tests.support.clock import FakeClock
 from tests.support.oci import Blob, Image, Index, Layer
 from tests.support.procs import PROXY_VARS
 from tests.support.registry import Registry
@@ -263,3 +266,16 @@ def cache_factory(seeded: Seeded) -> Iterator[Callable[..., Cache]]:
 def cache(cache_factory: Callable[..., Cache]) -> Cache:
     """A fresh, empty cache whose `registry.lab` (also the default upstream) is the seeded one."""
     return cache_factory(default_upstream=LAB)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
+    """An empty store on the test's clock (closed after the test)."""
+    s = Store(str(tmp_path / "data"), clock=clock)
+    yield s
+    s.close()

@@ -35,6 +35,7 @@ from nic_cache.store import Store
 from tests.conftest import Seeded
 from tests.support import oci
 from tests.support.cache import TOKEN, Cache
+from tests.support.clock import FakeClock
 from tests.support.procs import Proc, stop, wait_for
 from tests.support.tcpproxy import TcpProxy
 
@@ -295,14 +296,6 @@ class TestPlan:
 
 
 # -- the scheduler loop on a clock the test moves -------------------------------------------
-
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class StandInCache:

@@ -4,39 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nic_cache.errors import BlobUnknown, DigestMismatch, StoreError
 from nic_cache.store import Store, new_temp
+from tests.support.clock import FakeClock
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-class FakeClock:
-    """A clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
-    s = Store(str(tmp_path / "data"), clock=clock)
-    yield s
-    s.close()
 
 
 def write_temp(store: Store, data: bytes) -> str:
