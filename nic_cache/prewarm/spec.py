@@ -25,6 +25,7 @@ from ..reference import parse_image
 from ..units import parse_duration, parse_rate
 from .cron import Cron, parse_cron
 from .errors import PrewarmConfigError
+from .yamldoc import load_document
 
 _VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
@@ -175,17 +176,7 @@ def parse_prewarm(
     text: str, environ: Mapping[str, str], *, source: str = "<prewarm>", base_dir: str | None = None
 ) -> PrewarmSpec:
     """Parse and validate a prewarm document; see the module docstring."""
-    loader = yaml.SafeLoader(text)
-    try:
-        node = loader.get_single_node()
-        raw = loader.construct_document(node) if node is not None else None
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        raise PrewarmConfigError(f"{source}:{line}: invalid YAML: {exc.problem}") from exc
-    except yaml.YAMLError as exc:
-        raise PrewarmConfigError(f"{source}: invalid YAML: {exc}") from exc
-    finally:
-        loader.dispose()
+    node, raw = load_document(text, source, construct=True)
     doc = _Doc(source, _lines(node) if node is not None else {})
     top = doc.mapping(raw, (), _TOP_KEYS, "cache, timezone, limits, schedules")
     top = _expand(top, environ, doc, ())

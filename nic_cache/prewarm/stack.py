@@ -16,6 +16,7 @@ import yaml
 from ..errors import NicCacheError
 from ..reference import parse_image
 from .errors import PrewarmConfigError
+from .yamldoc import load_document
 
 _SUBST_RE = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-=])(?P<default>[^}]*))?\}"
@@ -46,16 +47,7 @@ def stack_images(text: str, environ: Mapping[str, str], *, source: str = "<stack
     Raises PrewarmConfigError (`file:line: reason`) for unparsable YAML, a missing
     `functions` mapping, a function without an image, or an invalid image reference.
     """
-    loader = yaml.SafeLoader(substitute(text, environ))
-    try:
-        node = loader.get_single_node()
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        raise PrewarmConfigError(f"{source}:{line}: invalid YAML: {exc.problem}") from exc
-    except yaml.YAMLError as exc:
-        raise PrewarmConfigError(f"{source}: invalid YAML: {exc}") from exc
-    finally:
-        loader.dispose()
+    node, _ = load_document(substitute(text, environ), source, construct=False)
     functions = _child(node, "functions")
     if not isinstance(functions, yaml.MappingNode):
         line = functions.start_mark.line + 1 if functions is not None else 1
