@@ -26,6 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 FA = [sys.executable, "-m", "faas_accel"]
 
 
+def locust(locustfile: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """`locust -f load/<locustfile> ARGS` (headless by the file's own defaults)."""
+    argv = [sys.executable, "-m", "locust", "-f", str(REPO / "load" / locustfile), *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
+
+
 def rows(path: Path) -> list[dict[str, Any]]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
@@ -144,32 +150,22 @@ class TestLocustFiles:
         """The locust file alone: locust's CSV carries deploy and first-invoke per image."""
         _, spec = quick
         samples = tmp_path / "samples.jsonl"
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(REPO / "load" / "coldstart.py"),
-                "--mode",
-                "cached",
-                "--only",
-                "hello",
-                "--lab-workdir",
-                spec.workdir,
-                "-u",
-                "1",
-                "--csv",
-                str(tmp_path / "cs"),
-                "--samples",
-                str(samples),
-                "--run-time",
-                "3m",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        result = locust(
+            "coldstart.py",
+            "--mode",
+            "cached",
+            "--only",
+            "hello",
+            "--lab-workdir",
+            spec.workdir,
+            "-u",
+            "1",
+            "--csv",
+            str(tmp_path / "cs"),
+            "--samples",
+            str(samples),
+            "--run-time",
+            "3m",
         )
         assert result.returncode == 0, result.stderr[-3000:]
         stats = {(r["Type"], r["Name"]): r for r in rows(tmp_path / "cs_stats.csv")}
@@ -183,29 +179,19 @@ class TestLocustFiles:
 
     def test_invoke_locustfile(self, quick: tuple[Path, LabSpec], tmp_path: Path) -> None:
         _, spec = quick
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "locust",
-                "-f",
-                str(REPO / "load" / "invoke.py"),
-                "--via",
-                "hook",
-                "--deploy",
-                "--lab-workdir",
-                spec.workdir,
-                "-u",
-                "1",
-                "--run-time",
-                "2s",
-                "--csv",
-                str(tmp_path / "inv"),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        result = locust(
+            "invoke.py",
+            "--via",
+            "hook",
+            "--deploy",
+            "--lab-workdir",
+            spec.workdir,
+            "-u",
+            "1",
+            "--run-time",
+            "2s",
+            "--csv",
+            str(tmp_path / "inv"),
         )
         assert result.returncode == 0, result.stderr[-3000:]
         (row,) = [r for r in rows(tmp_path / "inv_stats.csv") if r["Name"] == "hook hello"]
