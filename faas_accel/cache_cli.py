@@ -11,9 +11,10 @@ from typing import Any
 import click
 import requests
 
+from nic_cache.app import open_store
 from nic_cache.config import load_config_file
 from nic_cache.errors import NicCacheError
-from nic_cache.store import Store
+from nic_cache.scrub import check, collect_temp
 from nic_cache.units import format_size
 
 
@@ -32,9 +33,7 @@ def serve(config_path: str, bind: str | None, workers: int | None, threads: int 
     """Serve the registry mirror with gunicorn (threaded workers, several processes)."""
     try:
         config = load_config_file(config_path)
-        store = Store(config.data_dir, capacity=config.capacity, low_watermark=config.low_watermark)
-        store.recover()
-        store.close()
+        open_store(config).close()  # a bad data_dir fails here, readably; the check runs after the bind
     except NicCacheError as exc:
         raise click.ClickException(str(exc)) from exc
     metrics_dir = os.path.join(config.data_dir, "metrics")
@@ -125,3 +124,38 @@ def ls(as_json: bool, url: str | None, token: str | None) -> None:
             f"{r['blobs_stored']}/{r['blobs_known']:<3}  {'yes' if r['pinned'] else 'no'}"
         )
 
+
+
+@cache.command("verify")
+@click.option("--config", "config_path", default="nic-cache.yml", show_default=True,
+              type=click.Path(dir_okay=False), help="nic-cache.yml naming the data_dir")
+@click.option("--sizes-only", is_flag=True, help="compare sizes only (fast), not sha256 digests")
+@click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
+def verify(config_path: str, sizes_only: bool, as_json: bool) -> None:
+    """Scrub the store: hash every blob, quarantine a bad one (it is refetched on demand).
+
+    Safe on a running cache. Exits 1 when something was quarantined.
+    """
+    try:
+        config = load_config_file(config_path)
+        store = open_store(config)
+        try:
+            report = check(store, digests=not sizes_only)
+            collected = collect_temp(store)
+        finally:
+            store.close()
+    except NicCacheError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if as_json:
+        click.echo(json.dumps({**report.as_dict(), "collected": collected}, indent=2))
+    else:
+        click.echo(
+            f"checked {report.checked} blobs ({format_size(report.bytes)}, "
+            f"{'sizes' if sizes_only else 'sha256'}): {len(report.quarantined)} quarantined, "
+            f"{report.dropped} missing from disk, {report.adopted} adopted, "
+            f"{len(collected)} leftover temp/lock files collected"
+        )
+        for line in report.problems:
+            click.echo(f"  {line}")
+    if report.quarantined:
+        sys.exit(1)

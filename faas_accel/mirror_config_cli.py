@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from nic_cache.diskio import fsync_dir
+
 from .mirror_config import (
     DEFAULT_DIAL_TIMEOUT,
     DOCKER_HUB,
@@ -283,8 +285,4 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_dir(str(directory))

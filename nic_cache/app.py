@@ -36,16 +36,18 @@ def create_app(
     """Build a cache app for `config`; `store`/`upstreams` may be injected by tests."""
     app = Flask(__name__)
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    store = store or Store(config.data_dir, capacity=config.capacity, low_watermark=config.low_watermark)
+    store = store or open_store(config)
     upstreams = upstreams or Upstreams(config)
     metrics = Metrics(store)
+    store.on_index_error = metrics.index_write_errors.inc
     fills = Fills(
         store,
         wait_timeout=config.connect_timeout * (config.retries + 1) + config.read_timeout,
         on_fetched=metrics.bytes_upstream.inc,
         on_inflight=metrics.fills_in_flight.inc,
     )
-    mirror = Mirror(config, store, upstreams, fills)
+    mirror = Mirror(config, store, upstreams, fills,
+                    on_passthrough=lambda reason: metrics.passthrough.labels(reason).inc())  # fmt: skip
     prewarm = PrewarmState(store)
     prefetcher = Prefetcher(
         mirror, platforms=config.platforms, budget=Budget(fills, prewarm.limits),
@@ -63,6 +65,14 @@ def create_app(
     app.register_error_handler(Exception, _internal_error)
     app.after_request(_count_request)
     return app
+
+
+def open_store(config: Config) -> Store:
+    """The store `config` describes."""
+    return Store(
+        config.data_dir, capacity=config.capacity, low_watermark=config.low_watermark,
+        pull_log_max_age=config.pull_log_max_age, pull_log_max_rows=config.pull_log_max_rows,
+    )
 
 
 def from_env() -> Flask:

@@ -53,6 +53,9 @@ class Config:
     retries: int = 3  # retries of idempotent upstream requests, with backoff
     workers: int = 4  # gunicorn worker processes
     threads: int = 32  # threads per worker (each streaming client holds one)
+    verify_on_start: str = "sizes"  # check stored blobs at start: sizes | digests | off
+    pull_log_max_age: float = 30 * 86400.0  # pull-log rows older than this are pruned (30d)
+    pull_log_max_rows: int = 100_000  # the pull log keeps at most this many rows (0: no bound)
 
     @property
     def host(self) -> str:
@@ -169,6 +172,9 @@ def _build(raw: dict[str, Any], where: Any) -> Config:
     conv("workers", _positive)
     conv("threads", _positive)
     conv("platforms", _platforms)
+    conv("verify_on_start", _verify_mode)
+    conv("pull_log_max_age", parse_duration)
+    conv("pull_log_max_rows", _count)
     ups = raw.get("upstreams") or {}
     if not isinstance(ups, dict):
         raise ConfigError(f"{where('upstreams')}: upstreams: must map registry hosts to {{url: ...}}")
@@ -218,6 +224,13 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
         password=None if password is None else str(password),
         tls_verify=tls_verify,
     )
+
+
+def _verify_mode(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text not in ("sizes", "digests", "off"):
+        raise ValueError(f"need sizes, digests or off, got {value!r}")
+    return text
 
 
 def _listen(value: Any) -> str:

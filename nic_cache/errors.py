@@ -14,6 +14,7 @@
     │   ├── Unsupported             405 UNSUPPORTED
     │   ├── Unauthorized            401 UNAUTHORIZED
     │   ├── Denied                  403 DENIED
+    │   ├── NoRoom                  503 UNAVAILABLE (no disk or budget for a fill; `reason`)
     │   └── UpstreamError           502 UPSTREAM_UNAVAILABLE (anything that went wrong upstream)
     │       ├── UpstreamUnavailable     connection refused, reset, timeout
     │       ├── UpstreamRejected        upstream answered with an unexpected status
@@ -101,6 +102,19 @@ class Unauthorized(RegistryError):
 
 class Denied(RegistryError):
     code, status = "DENIED", 403
+
+
+class NoRoom(RegistryError):
+    """A blob cannot be stored: `reason` is "too_big" (larger than the cache keeps), "budget"
+    (fills in flight take the room) or "disk_full". The mirror then streams it through
+    uncached when it can; `stream` carries the upstream response already opened, if any."""
+
+    code, status = "UNAVAILABLE", 503
+
+    def __init__(self, message: str, *, reason: str, detail: object = None) -> None:
+        super().__init__(message, detail=detail)
+        self.reason = reason
+        self.stream: object | None = None
 
 
 class UpstreamError(RegistryError):

@@ -1,10 +1,14 @@
 """Single-flight fills shared by every thread of every gunicorn worker.
 
 One leader per digest, elected with `flock` on `tmp/<hex>.lock` (the kernel releases it if
-the leader dies, so a crash never wedges a digest). The leader opens the upstream, creates a
-unique `tmp/<hex>.<pid>.<rand>.part`, publishes it in `tmp/<hex>.fill` (JSON, written by
+the leader dies, so a crash never wedges a digest; the lock file is removed when released,
+see nic_cache/locks.py). The leader opens the upstream, asks the store for room (fills in
+flight count; a blob that cannot fit is refused with NoRoom and streamed through uncached by
+the mirror), creates a unique `tmp/<hex>.<pid>.<rand>.part` with its blocks reserved (a full
+disk is found before any byte is sent), publishes it in `tmp/<hex>.fill` (JSON, written by
 rename) and copies upstream bytes into it from a background thread while hashing. Only when
-sha256 and size match is the part file renamed into the store; then the lock is released.
+sha256 and size match is the part file fsynced and renamed into the store; then the lock is
+released.
 
 Every reader — the leader's own client included — streams from the part file as it grows.
 The last byte of every response is held back until the blob is verified and in the store,
@@ -20,7 +24,6 @@ slowing it) or on some fill (and yield the link to it).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -31,7 +34,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import FillAborted, NicCacheError, UpstreamUnavailable
+from . import diskio, locks
+from .errors import FillAborted, NicCacheError, NoRoom, UpstreamUnavailable
 from .reference import digest_hex
 from .store import Store, new_temp
 from .upstream import BlobStream
@@ -104,11 +108,8 @@ class Fills:
         while True:
             if self.store.stat(digest) is not None:
                 return None
-            lock_fd = os.open(self._lock_path(digest), os.O_RDWR | os.O_CREAT, 0o600)
-            try:
-                fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(lock_fd)
+            lock_fd = locks.acquire(self._lock_path(digest))
+            if lock_fd is None:
                 fill = self._published(digest)
                 if fill is not None:
                     return fill
@@ -137,26 +138,41 @@ class Fills:
         media_type: str | None,
         pacer: Pacer | None = None,
     ) -> Fill | None:
+        lock = self._lock_path(digest)
         try:
             if self.store.stat(digest) is not None:  # finished between our check and the lock
-                os.close(lock_fd)
+                locks.release(lock_fd, lock)
                 return None
             self._clear_stale(digest)
             upstream = open_upstream()
         except BaseException:
-            os.close(lock_fd)
+            locks.release(lock_fd, lock)
             raise
+        fd, path = -1, ""
         try:
+            self.store.admit(upstream.size)
             fd, path = new_temp(self.tmp, digest_hex(digest))
+            diskio.reserve(fd, upstream.size or 0)
             fill = Fill(path, upstream.size, media_type)
             pointer = self._pointer_path(digest)
             tmp_pointer = f"{pointer}.{os.getpid()}.{threading.get_ident()}"
             with open(tmp_pointer, "w", encoding="utf-8") as fh:
                 json.dump({"path": path, "size": fill.size, "media_type": media_type}, fh)
             os.rename(tmp_pointer, pointer)
-        except BaseException:
+        except BaseException as exc:
+            if fd >= 0:
+                os.close(fd)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+            self._clear_stale(digest)
+            locks.release(lock_fd, lock)
+            if isinstance(exc, NoRoom) or diskio.is_no_space(exc):
+                room = exc if isinstance(exc, NoRoom) else NoRoom(
+                    f"disk full: cannot store {digest}: {exc}", reason="disk_full"
+                )
+                room.stream = upstream  # the mirror may stream it through uncached
+                raise room from exc
             upstream.close()
-            os.close(lock_fd)
             raise
         thread = threading.Thread(
             target=self._copy,
@@ -202,6 +218,8 @@ class Fills:
                     f"upstream closed the blob after {written} of {fill.size} bytes"
                 )
             self.store.commit_verified(fill.path, digest, fill.size, fill.media_type, h.hexdigest(), written)
+            with contextlib.suppress(FileNotFoundError):  # no longer in flight: landed
+                os.unlink(self._pointer_path(digest))
             try:
                 self.store.evict(keep=digest)
             except NicCacheError:
@@ -213,18 +231,23 @@ class Fills:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._pointer_path(digest))
-            os.close(lock_fd)  # releases the flock: followers now see the outcome
+            locks.release(lock_fd, self._lock_path(digest))  # followers now see the outcome
             self._on_inflight(-1)
             self._on_done()
             self._threads.discard(threading.current_thread())
 
     def _leader_gone(self, digest: str) -> bool:
-        return not _held(self._lock_path(digest))
+        return not locks.is_held(self._lock_path(digest))
 
     def stream(
         self, digest: str, fill: Fill, start: int = 0, end: int | None = None, *, live: bool = True
     ) -> Iterator[bytes]:
-        """Bytes [start, end) of a fill as they land, the last one only once verified.
+        """Bytes [start, end) of a fill as they land; a response reaching the blob's end gets
+        its last byte only once the whole blob is verified and stored.
+
+        A range ending earlier is sent as it lands: the client cannot check a part against
+        the digest anyway, and waiting for the whole fill made a 10-byte range of a 200 MB
+        miss take as long as the blob.
 
         A `live` reader (a client, not a background prefetch) is visible to `live_reader`
         and `live_misses` while it streams. Raises FillAborted if the fill fails or is
@@ -241,10 +264,13 @@ class Fills:
             fd = -1
         offset = start
         limit = end if end is not None else fill.size
+        partial = limit is not None and fill.size is not None and limit < fill.size
         delay = POLL_MIN
         try:
             while True:
-                hold = (limit - 1) if limit is not None else None
+                if partial and limit is not None and offset >= limit:
+                    return
+                hold = limit if partial else (limit - 1) if limit is not None else None
                 want = CHUNK if hold is None else min(CHUNK, hold - offset)
                 data = os.pread(fd, want, offset) if fd >= 0 and want > 0 else b""
                 if data:
@@ -268,26 +294,20 @@ class Fills:
 
     @contextlib.contextmanager
     def _marked_live(self, digest: str) -> Iterator[None]:
-        fds: list[int] = []
-        try:
-            for path in (self._live_path(digest), os.path.join(self.tmp, LIVE_MISSES)):
-                fds.append(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-                fcntl.flock(fds[-1], fcntl.LOCK_SH)
+        with locks.held_lock(self._live_path(digest), shared=True), \
+                locks.held_lock(os.path.join(self.tmp, LIVE_MISSES), shared=True):
             yield
-        finally:
-            for fd in fds:
-                os.close(fd)
 
     def _live_path(self, digest: str) -> str:
         return os.path.join(self.tmp, f"{digest_hex(digest)}.live.lock")
 
     def live_reader(self, digest: str) -> bool:
         """Whether a live reader, in any worker, is streaming the fill of `digest`."""
-        return _held(self._live_path(digest))
+        return locks.is_held(self._live_path(digest))
 
     def live_misses(self) -> bool:
         """Whether a live reader, in any worker, is streaming any fill."""
-        return _held(os.path.join(self.tmp, LIVE_MISSES))
+        return locks.is_held(os.path.join(self.tmp, LIVE_MISSES))
 
     def _superseded(self, digest: str, fill: Fill) -> bool:
         current = self._published(digest)
@@ -297,21 +317,6 @@ class Fills:
         """Wait for this process's fill threads (tests and shutdown)."""
         for thread in list(self._threads):
             thread.join(timeout)
-
-
-def _held(path: str) -> bool:
-    """Whether someone holds a flock on `path` (a missing file is held by no one)."""
-    try:
-        fd = os.open(path, os.O_RDWR)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
 
 
 def _committed(fd: int, final: str) -> bool:

@@ -58,6 +58,14 @@ class Metrics:
             multiprocess_mode="livesum",
         )
         self.fills_failed = Counter("nic_cache_fills_failed", "Blob fills that failed", registry=own)
+        self.passthrough = Counter(
+            "nic_cache_passthrough", "Blobs and manifests served without storing them", ["reason"],
+            registry=own,
+        )
+        self.index_write_errors = Counter(
+            "nic_cache_index_write_errors", "Index writes that failed (the request was served)",
+            registry=own,
+        )
 
     def registry(self) -> CollectorRegistry:
         """A registry to scrape: this process's, or the aggregate of all workers."""

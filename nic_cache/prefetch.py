@@ -23,10 +23,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import BlobUnknown, NameUnknown, NicCacheError
+from .errors import BlobUnknown, NameUnknown, NicCacheError, NoRoom
 from .manifest import Descriptor, parse_manifest, select_platforms
 from .prewarm.budget import Budget
-from .proxy import BlobHit, Mirror
+from .proxy import BlobHit, BlobPassthrough, Mirror
 from .reference import Route, parse_image
 
 log = logging.getLogger(__name__)
@@ -251,6 +251,9 @@ class Prefetcher:
     def _fill_live(self, route: Route, blob: Descriptor, progress: Progress) -> bool:
         """Fill like a client would; True if the blob was already stored."""
         got = self.mirror.blob(route, blob.digest, blob.media_type)
+        if isinstance(got, BlobPassthrough):  # nothing to gain from reading it
+            got.upstream.close()
+            raise NoRoom(f"not cached ({got.reason}): no room to store it", reason=got.reason)
         if isinstance(got, BlobHit):
             os.close(got.fd)
             self._add(progress, got.size)

@@ -18,12 +18,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from .config import Config
-from .errors import BlobUnknown, DigestMismatch, UpstreamUnavailable
+from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError, UpstreamUnavailable
 from .fill import Fill, Fills
 from .manifest import ALL_TYPES, accepts, parse_manifest
 from .reference import Route, is_digest, resolve_route
 from .store import Store
-from .upstream import Upstreams
+from .upstream import BlobStream, Upstreams
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,40 @@ class BlobMiss:
     fill: Fill
 
 
+@dataclass(frozen=True)
+class BlobPassthrough:
+    """A blob the store has no room for, streamed from the upstream uncached (`chunks`)."""
+
+    digest: str
+    upstream: BlobStream
+    reason: str  # NoRoom.reason: too_big | budget | disk_full
+
+    @property
+    def size(self) -> int | None:
+        return self.upstream.size
+
+    def chunks(self) -> Iterator[bytes]:
+        """The upstream's bytes, hashed on the way; the last byte is sent only if they match
+        the digest, so a corrupt pass-through never looks complete either."""
+        h = hashlib.sha256()
+        held = b""
+        try:
+            for chunk in self.upstream.chunks():
+                if not chunk:
+                    continue
+                h.update(chunk)
+                if held:
+                    yield held
+                held = chunk
+            got = f"sha256:{h.hexdigest()}"
+            if got != self.digest:
+                raise DigestMismatch(f"upstream bytes of {self.digest} hash to {got}")
+            if held:
+                yield held
+        finally:
+            self.upstream.close()
+
+
 class Mirror:
     """The pull-through mirror over a store, the upstreams and the fill coordinator."""
 
@@ -65,12 +99,14 @@ class Mirror:
         fills: Fills,
         *,
         clock: Callable[[], float] = time.time,
+        on_passthrough: Callable[[str], None] = lambda reason: None,
     ) -> None:
         self.config = config
         self.store = store
         self.upstreams = upstreams
         self.fills = fills
         self.clock = clock
+        self.on_passthrough = on_passthrough
 
     def route(self, name: str, ns: str | None) -> Route:
         """Which upstream and repository a request path names."""
@@ -139,10 +175,14 @@ class Mirror:
         media_type = media_type or parsed.media_type
         if media_type not in ALL_TYPES:  # e.g. text/plain from a sloppy server
             media_type = parsed.media_type
-        self.store.put_bytes(digest, body, media_type)
-        self.store.link_manifest(digest, [c.digest for c in parsed.children])
-        if tag is not None:
-            self.store.set_tag(route.upstream, route.repository, tag, digest, media_type)
+        try:
+            self.store.put_bytes(digest, body, media_type)
+            self.store.link_manifest(digest, [c.digest for c in parsed.children])
+            if tag is not None:
+                self.store.set_tag(route.upstream, route.repository, tag, digest, media_type)
+        except (NoRoom, StoreError) as exc:  # verified bytes in hand: serve them uncached
+            log.warning("manifest %s served without storing it: %s", digest, exc)
+            self.on_passthrough("disk_full")
         return ManifestResult(body, media_type, digest, "miss")
 
     @contextlib.contextmanager
@@ -158,17 +198,27 @@ class Mirror:
 
     # -- blobs ----------------------------------------------------------------------------
 
-    def blob(self, route: Route, digest: str, media_type: str | None = None) -> BlobHit | BlobMiss:
-        """Open a stored blob, or start/join its fill; raises BlobUnknown, Upstream* errors."""
+    def blob(
+        self, route: Route, digest: str, media_type: str | None = None
+    ) -> BlobHit | BlobMiss | BlobPassthrough:
+        """Open a stored blob, or start/join its fill, or (no room to store it) stream it
+        through uncached; raises BlobUnknown, Upstream* errors."""
         for _ in range(3):
             with contextlib.suppress(BlobUnknown):
                 fd, info = self.store.open(digest)
                 return BlobHit(fd, info.size)
-            fill = self.fills.join(
-                digest,
-                lambda: self.upstreams[route.upstream].open_blob(route.repository, digest),
-                media_type,
-            )
+            try:
+                fill = self.fills.join(
+                    digest,
+                    lambda: self.upstreams[route.upstream].open_blob(route.repository, digest),
+                    media_type,
+                )
+            except NoRoom as exc:
+                if not isinstance(exc.stream, BlobStream):
+                    raise
+                log.warning("streaming %s through uncached: %s", digest, exc)
+                self.on_passthrough(exc.reason)
+                return BlobPassthrough(digest, exc.stream, exc.reason)
             if fill is not None:
                 return BlobMiss(digest, fill)
         raise BlobUnknown(f"blob {digest} vanished while being opened")  # evicted 3 times running

@@ -7,10 +7,15 @@ Layout (DESIGN.md, Store)::
     <data>/index.sqlite                 sizes, media types, access times, hits, pins,
                                         manifest -> blob edges, tags, pull log
 
-A file reaches `blobs/` only after its sha256 and size were checked, so the files are the
-truth and the index is a cache of facts about them: a row whose file vanished is dropped
-when noticed, and a file without a row is adopted. A crash therefore never breaks the index.
+A file reaches `blobs/` only after its sha256 and size were checked and its bytes were
+fsynced (then the rename, then the directory), so the files are the truth and the index is
+a cache of facts about them: a row whose file vanished is dropped when noticed, and a file
+without a row is adopted. A crash therefore never breaks the index; `nic_cache/scrub.py`
+checks the files against the index at start-up and quarantines a bad one.
 Readers keep an open descriptor, so eviction can unlink a blob under a reader safely.
+
+Serving never depends on an index write: an access time that cannot be recorded (disk
+full, database locked) is logged and counted, and the hit is served all the same.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
+import logging
 import os
 import sqlite3
 import time
@@ -25,9 +32,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from .errors import BlobUnknown, DigestMismatch, StoreError
+from . import diskio
+from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError
 from .reference import digest_hex
 from .sqlitedb import Database
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY = 256  # pull-log inserts between two prunings
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS blobs (
@@ -117,13 +128,20 @@ class Store:
         capacity: int = 0,
         low_watermark: float = 0.9,
         clock: Callable[[], float] = time.time,
+        pull_log_max_age: float = 30 * 86400.0,
+        pull_log_max_rows: int = 100_000,
+        on_index_error: Callable[[], None] = lambda: None,
     ) -> None:
         self.data_dir = data_dir
         self.capacity = capacity
         self.low_watermark = low_watermark
         self.clock = clock
+        self.pull_log_max_age = pull_log_max_age
+        self.pull_log_max_rows = pull_log_max_rows
+        self.on_index_error = on_index_error
         self.blob_dir = os.path.join(data_dir, "blobs", "sha256")
         self.tmp_dir = os.path.join(data_dir, "tmp")
+        self.quarantine_dir = os.path.join(data_dir, "quarantine")
         self.db_path = os.path.join(data_dir, "index.sqlite")
         self._database = Database(self.db_path, "index")
         try:
@@ -166,11 +184,19 @@ class Store:
         if rows and exists:
             return _info(rows[0])
         if rows:  # the file went away (evicted by hand, disk trouble): forget it
-            with self._db() as db:
-                db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
+            self._best_effort("DELETE FROM blobs WHERE digest = ?", [(digest,)])
             return None
         if exists:  # verified file without a row: a crash between rename and insert
-            return self._index(digest, os.path.getsize(path), None)
+            try:
+                size = os.path.getsize(path)
+            except FileNotFoundError:
+                return None
+            try:
+                return self._index(digest, size, None)
+            except StoreError as exc:  # a full disk must not hide a stored blob
+                self._index_failed("adopting", digest, exc)
+                now = self.clock()
+                return BlobInfo(digest, size, None, now, 0, False)
         return None
 
     def open(self, digest: str) -> tuple[int, BlobInfo]:
@@ -182,7 +208,7 @@ class Store:
             fd = os.open(self.blob_path(digest), os.O_RDONLY)
         except FileNotFoundError as exc:
             raise BlobUnknown(f"blob {digest} is not cached", detail={"digest": digest}) from exc
-        self.touch(digest)
+        self.touch(digest)  # never raises: the descriptor cannot leak
         return fd, info
 
     def read_bytes(self, digest: str) -> tuple[bytes, BlobInfo]:
@@ -191,13 +217,25 @@ class Store:
         with os.fdopen(fd, "rb") as fh:
             return fh.read(), info
 
-    def touch(self, digest: str) -> None:
-        """Record an access for LRU and hit counts."""
-        with self._db() as db:
-            db.execute(
-                "UPDATE blobs SET last_access = ?, hits = hits + 1 WHERE digest = ?",
-                (self.clock(), digest),
-            )
+    def touch(self, digest: str) -> bool:
+        """Record an access for LRU and hit counts; False (logged, counted) if the index could
+        not be written. Never raises: a hit must not fail on bookkeeping."""
+        return self._best_effort(
+            "UPDATE blobs SET last_access = ?, hits = hits + 1 WHERE digest = ?", [(self.clock(), digest)]
+        )
+
+    def _best_effort(self, sql: str, rows: list[tuple[object, ...]]) -> bool:
+        try:
+            with self._db() as db:
+                db.executemany(sql, rows)
+            return True
+        except StoreError as exc:
+            self._index_failed("updating", str(rows[0][-1]) if rows else "", exc)
+            return False
+
+    def _index_failed(self, doing: str, digest: str, exc: BaseException) -> None:
+        self.on_index_error()
+        log.warning("index write failed while %s %s (served anyway): %s", doing, digest, exc)
 
     def commit_verified(
         self,
@@ -218,9 +256,21 @@ class Store:
                 detail={"digest": digest},
             )
         final = self.blob_path(digest)
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.rename(tmp_path, final)
-        return self._index(digest, actual_size, media_type)
+        try:
+            diskio.fsync_file(tmp_path)
+            diskio.makedirs_durable(os.path.dirname(final))
+            os.rename(tmp_path, final)
+            diskio.fsync_dir(os.path.dirname(final))
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp_path)
+            raise StoreError(f"cannot publish {digest}: {exc}") from exc
+        try:
+            return self._index(digest, actual_size, media_type)
+        except StoreError as exc:  # the file is the truth: the next stat() adopts it
+            self._index_failed("indexing", digest, exc)
+            now = self.clock()
+            return BlobInfo(digest, actual_size, media_type, now, 0, False)
 
     def put_bytes(self, digest: str, data: bytes, media_type: str | None) -> BlobInfo:
         """Store small content (a manifest) after verifying it."""
@@ -232,9 +282,17 @@ class Store:
         existing = self.stat(digest)
         if existing is not None:
             return existing
-        fd, tmp = _mkstemp(self.tmp_dir, digest_hex(digest))
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
+        try:
+            fd, tmp = _mkstemp(self.tmp_dir, digest_hex(digest))
+        except OSError as exc:
+            raise NoRoom(f"cannot store {digest}: {exc}", reason="disk_full") from exc
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise NoRoom(f"cannot store {digest}: {exc}", reason="disk_full") from exc
         return self.commit_verified(tmp, digest, len(data), media_type, sha, len(data))
 
     def _index(self, digest: str, size: int, media_type: str | None) -> BlobInfo:
@@ -282,14 +340,44 @@ class Store:
         return int(row[0]), int(row[1])
 
     def recover(self) -> list[str]:
-        """At start-up, before any worker runs: drop what crashed fills left in tmp/."""
-        removed = []
-        for name in os.listdir(self.tmp_dir):
-            if not name.endswith(".lock"):
-                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
-                    os.unlink(os.path.join(self.tmp_dir, name))
-                    removed.append(name)
-        return removed
+        """Collect what crashed fills left in tmp/ (never a fill still running); see scrub.py."""
+        from .scrub import collect_temp
+
+        return collect_temp(self)
+
+    # -- space ----------------------------------------------------------------------------
+
+    def inflight_bytes(self) -> int:
+        """Bytes that fills in progress (in any process) will add when they land."""
+        total = 0
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.tmp_dir):
+                if name.endswith(".fill") and not os.path.exists(self.blob_path(f"sha256:{name[:-5]}")):
+                    try:
+                        with open(os.path.join(self.tmp_dir, name), encoding="utf-8") as fh:
+                            total += int(json.load(fh).get("size") or 0)
+                    except (OSError, ValueError, TypeError, AttributeError):
+                        continue
+        return total
+
+    def admit(self, size: int | None) -> None:
+        """Make room for a fill of `size` bytes under the budget, counting fills in flight;
+        raises NoRoom when the blob can never fit (`too_big`) or cannot fit now (`budget`)."""
+        if self.capacity <= 0 or size is None:
+            return
+        if size > self.capacity * self.low_watermark:
+            raise NoRoom(
+                f"blob of {size} bytes is larger than the cache keeps "
+                f"({self.low_watermark:.0%} of {self.capacity})", reason="too_big",
+            )
+        if self._demand(size) <= self.capacity:
+            return
+        self.evict(incoming=size)
+        if self._demand(size) > self.capacity:
+            raise NoRoom(f"no room for {size} more bytes under the budget right now", reason="budget")
+
+    def _demand(self, incoming: int = 0) -> int:
+        return self.usage()[0] + self.inflight_bytes() + incoming
 
     # -- manifests and tags ---------------------------------------------------------------
 
@@ -365,12 +453,34 @@ class Store:
     # -- pull log -------------------------------------------------------------------------
 
     def log_pull(self, image: str, digest: str | None, client: str | None, kind: str = "pull") -> None:
-        """Record a manifest pull or a deploy event for popularity."""
+        """Record a manifest pull or a deploy event for popularity; every PRUNE_EVERY rows
+        the log is cut to `pull_log_max_age` and `pull_log_max_rows`."""
         with self._db() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO pulls (ts, image, digest, client, kind) VALUES (?, ?, ?, ?, ?)",
                 (self.clock(), image, digest, client, kind),
             )
+            if (cur.lastrowid or 0) % PRUNE_EVERY == 0:
+                self._prune(db)
+
+    def prune(self) -> None:
+        """Cut the pull log to its age and row bounds and forget long-unused tags."""
+        with self._db() as db:
+            self._prune(db)
+
+    def _prune(self, db: sqlite3.Connection) -> None:
+        horizon = self.clock() - self.pull_log_max_age
+        db.execute("DELETE FROM pulls WHERE ts < ?", (horizon,))
+        if self.pull_log_max_rows > 0:
+            db.execute(
+                "DELETE FROM pulls WHERE rowid <= (SELECT MAX(rowid) FROM pulls) - ?",
+                (self.pull_log_max_rows,),
+            )
+        # a tag whose manifest is gone and that nobody asked for in the log's span
+        db.execute(
+            "DELETE FROM tags WHERE fetched_at < ? AND digest NOT IN (SELECT digest FROM blobs)",
+            (horizon,),
+        )
 
     def pulls(self, since: float = 0.0) -> list[sqlite3.Row]:
         """The pull log since a time."""
@@ -378,13 +488,14 @@ class Store:
 
     # -- eviction -------------------------------------------------------------------------
 
-    def evict(self, keep: str | None = None) -> list[str]:
+    def evict(self, keep: str | None = None, incoming: int = 0) -> list[str]:
         """LRU eviction: when over capacity, drop least recently used unpinned blobs down to
         the low watermark (never `keep`, the blob just filled, which its readers are about to
-        get). One process evicts at a time; others skip. Returns what went."""
+        get). Fills in flight and `incoming` bytes count as used. One process evicts at a
+        time; others skip. Returns what went."""
         if self.capacity <= 0:
             return []
-        used, _ = self.usage()
+        used = self._demand(incoming)
         if used <= self.capacity:
             return []
         lock_fd = os.open(os.path.join(self.tmp_dir, "evict.lock"), os.O_RDWR | os.O_CREAT, 0o600)
@@ -394,7 +505,7 @@ class Store:
             except BlockingIOError:
                 return []
             target = int(self.capacity * self.low_watermark)
-            used, _ = self.usage()
+            used = self._demand(incoming)
             victims = []
             for row in self._query(
                 "SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, created"

@@ -17,7 +17,7 @@ from typing import cast
 
 import pytest
 
-from nic_cache.errors import BlobUnknown, FillAborted, UpstreamUnavailable
+from nic_cache.errors import BlobUnknown, FillAborted, NoRoom, UpstreamUnavailable
 from nic_cache.fill import CHUNK, Fill, Fills
 from nic_cache.store import Store
 from nic_cache.upstream import BlobStream
@@ -186,6 +186,7 @@ def fills(store: Store, tally: Tally) -> Iterator[CountingFills]:
     f.wait(DEADLINE)
     assert [t.name for t in threading.enumerate() if t.name.startswith("fill-")] == []
     assert tally["inflight"] == 0
+    assert os.listdir(store.tmp_dir) == [], "a fill left files (locks included) behind"
 
 
 def run_clients(clients: list[Client]) -> None:
@@ -501,18 +502,36 @@ class TestRange:
         assert not os.path.exists(fill.path)
         assert b"".join(fills.stream(sha(data), fill, start, end)) == data[start:end]
 
-    def test_range_withholds_its_last_byte_until_verified(self, fills: CountingFills, store: Store) -> None:
-        """Even a range ending early gets its last byte only after the whole blob is verified and stored."""
+    def test_early_range_does_not_wait_for_the_whole_fill(self, fills: CountingFills, store: Store) -> None:
+        """A range ending before the blob's end is sent as it lands, before the fill is verified."""
         data = payload(4 * PIECE)
         gate = threading.Event()
         fill = fills.join(sha(data), Opener(lambda: FakeBlob(data, gate=gate, hold_after=2 * PIECE)))
         assert fill is not None
-        stream = paused_stream(fills, sha(data), fill, 0, 100)
         try:
-            assert next(stream) == data[:99]
+            got = b"".join(fills.stream(sha(data), fill, 0, 100))
+            assert got == data[:100]
+            assert not os.path.exists(store.blob_path(sha(data)))
+        finally:
+            gate.set()
+
+    def test_range_to_the_end_withholds_its_last_byte_until_verified(
+        self, fills: CountingFills, store: Store
+    ) -> None:
+        """A range reaching the blob's end gets its last byte only after the blob is verified and stored."""
+        data = payload(4 * PIECE)
+        gate = threading.Event()
+        fill = fills.join(sha(data), Opener(lambda: FakeBlob(data, gate=gate, hold_after=2 * PIECE)))
+        assert fill is not None
+        stream = paused_stream(fills, sha(data), fill, 100, None)
+        try:
+            got = bytearray()
+            while len(got) < 2 * PIECE - 100:  # every byte the upstream sent so far
+                got += next(stream)
+            assert got == data[100 : 2 * PIECE]
             assert not os.path.exists(store.blob_path(sha(data)))
             gate.set()
-            assert b"".join(stream) == data[99:100]
+            assert b"".join(stream) == data[2 * PIECE :]
             assert os.path.exists(store.blob_path(sha(data)))
         finally:
             gate.set()
@@ -651,3 +670,56 @@ class TestAcrossProcesses:
         fills.wait(DEADLINE)
         assert follower.calls == 1
         assert leftovers(store) == []
+
+
+class TestSpace:
+    def test_blob_larger_than_the_cache_keeps_is_refused_with_its_stream(self, tmp_path: Path) -> None:
+        """A blob above capacity x low_watermark is never filled: NoRoom("too_big") carries the
+        opened upstream stream for a pass-through, and nothing is left in tmp/."""
+        store = Store(str(tmp_path / "small"), capacity=10 * PIECE, low_watermark=0.5)
+        fills = Fills(store, wait_timeout=DEADLINE)
+        data = payload(6 * PIECE)
+        opener = Opener(lambda: FakeBlob(data))
+        with pytest.raises(NoRoom) as info:
+            fills.join(sha(data), opener)
+        assert info.value.reason == "too_big"
+        assert info.value.stream is opener.blobs[0]
+        assert os.listdir(store.tmp_dir) == []
+        assert store.stat(sha(data)) is None
+
+    def test_fills_in_flight_count_against_the_budget(self, tmp_path: Path) -> None:
+        """With one fill in flight taking most of the budget, a second is refused (budget),
+        and admitted once the first has landed and can be evicted."""
+        store = Store(str(tmp_path / "budget"), capacity=10 * PIECE, low_watermark=0.9)
+        fills = Fills(store, wait_timeout=DEADLINE)
+        first, second = payload(6 * PIECE, 1), payload(6 * PIECE, 2)
+        gate = threading.Event()
+        fill = fills.join(sha(first), Opener(lambda: FakeBlob(first, gate=gate, hold_after=PIECE)))
+        assert fill is not None
+        try:
+            assert store.inflight_bytes() == len(first)
+            with pytest.raises(NoRoom) as info:
+                fills.join(sha(second), Opener(lambda: FakeBlob(second)))
+            assert info.value.reason == "budget"
+        finally:
+            gate.set()
+        assert b"".join(fills.stream(sha(first), fill)) == first
+        fills.wait(DEADLINE)
+        assert store.inflight_bytes() == 0
+        again = fills.join(sha(second), Opener(lambda: FakeBlob(second)))
+        assert again is not None and b"".join(fills.stream(sha(second), again)) == second
+        fills.wait(DEADLINE)
+        assert store.stat(sha(first)) is None and store.stat(sha(second)) is not None
+
+    def test_requests_for_unknown_digests_leave_no_lock_files(
+        self, fills: CountingFills, store: Store
+    ) -> None:
+        """2,000 joins of digests the upstream does not have leave tmp/ empty."""
+
+        def missing() -> FakeBlob:
+            raise BlobUnknown("no such blob upstream")
+
+        for i in range(2000):
+            with pytest.raises(BlobUnknown):
+                fills.join(sha(str(i).encode()), Opener(missing))
+        assert os.listdir(store.tmp_dir) == []

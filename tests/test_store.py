@@ -360,15 +360,43 @@ class TestPullLog:
 
 
 class TestRecover:
-    def test_cleans_tmp_but_keeps_locks(self, store: Store) -> None:
-        """recover() removes parts and fill pointers a crash left and keeps lock files and directories."""
-        names = ["abc.123.f00.part", "abc.fill", "abc.fill.123.456", "abc.lock", "evict.lock", "tag-x.lock"]
+    H = "ab" * 32  # a digest's hex, as fill names its files
+
+    def test_collects_crashed_fills_and_free_locks(self, store: Store) -> None:
+        """recover() removes a dead fill's part and pointers and every lock file no one holds,
+        and leaves directories alone."""
+        names = [f"{self.H}.99999999.f00.part", f"{self.H}.fill", f"{self.H}.fill.99999999.456",
+                 f"{self.H}.lock", "evict.lock", "tag-x.lock", f"{self.H}.live.lock"]  # fmt: skip
         for name in names:
             Path(store.tmp_dir, name).write_bytes(b"")
         Path(store.tmp_dir, "subdir").mkdir()
         removed = store.recover()
-        assert sorted(removed) == ["abc.123.f00.part", "abc.fill", "abc.fill.123.456"]
-        assert sorted(os.listdir(store.tmp_dir)) == ["abc.lock", "evict.lock", "subdir", "tag-x.lock"]
+        assert sorted(removed) == sorted(names)
+        assert os.listdir(store.tmp_dir) == ["subdir"]
+
+    def test_never_touches_a_live_fill(self, store: Store) -> None:
+        """A fill whose lock is held (an orphaned worker still filling) keeps its files."""
+        from nic_cache import locks
+
+        lock = os.path.join(store.tmp_dir, f"{self.H}.lock")
+        fd = locks.acquire(lock)
+        assert fd is not None
+        try:
+            Path(store.tmp_dir, f"{self.H}.1.f00.part").write_bytes(b"x")
+            Path(store.tmp_dir, f"{self.H}.fill").write_bytes(b"{}")
+            assert store.recover() == []
+            assert sorted(os.listdir(store.tmp_dir)) == sorted(
+                [f"{self.H}.1.f00.part", f"{self.H}.fill", f"{self.H}.lock"]
+            )
+        finally:
+            locks.release(fd, lock)
+
+    def test_keeps_a_young_temp_file_of_a_live_process(self, store: Store) -> None:
+        """A manifest being written right now by a live process is not collected."""
+        name = f"{self.H}.{os.getpid()}.f00.part"
+        Path(store.tmp_dir, name).write_bytes(b"x")
+        assert store.recover() == []
+        assert os.listdir(store.tmp_dir) == [name]
 
     def test_keeps_verified_blobs(self, store: Store) -> None:
         """recover() never touches blobs/."""

@@ -9,7 +9,7 @@ from typing import BinaryIO
 from flask import Blueprint, Response, jsonify, request
 
 from ..errors import RangeNotSatisfiable, Unsupported
-from ..proxy import BlobHit
+from ..proxy import BlobHit, BlobPassthrough
 from ..reference import Route, parse_registry_path, validate_digest, validate_reference
 from ..services import Services, services
 
@@ -69,6 +69,13 @@ def _blob(svc: Services, route: Route, digest: str) -> Response:
             resp.content_length = size
         return resp
     got = svc.mirror.blob(route, digest)
+    if isinstance(got, BlobPassthrough):  # a Range may be ignored (RFC 9110 14.2): send it all
+        svc.metrics.misses.labels("blob").inc()
+        resp = Response(_counted(svc, got.chunks()), status=200, headers=headers,
+                        content_type="application/octet-stream", direct_passthrough=True)  # fmt: skip
+        if got.size is not None:
+            resp.content_length = got.size
+        return resp
     if isinstance(got, BlobHit):
         svc.metrics.hits.labels("blob").inc()
         size = got.size
@@ -97,12 +104,19 @@ def _blob(svc: Services, route: Route, digest: str) -> Response:
 
 
 def _range(size: int | None) -> tuple[int, int | None, int]:
-    """(start, end, status) for the request's Range header against a blob of `size`."""
+    """(start, end, status) for the request's Range header against a blob of `size`.
+
+    RFC 9110 14.2: a Range header that does not parse, or that asks for several ranges
+    (which this server does not send as multipart), is ignored: the whole blob, 200. Only a
+    single well-formed range that misses the blob gets 416.
+    """
     header = request.headers.get("Range")
     if not header or size is None:
         return 0, size, 200
     rng = request.range
-    span = rng.range_for_length(size) if rng is not None else None
+    if rng is None or rng.units != "bytes" or len(rng.ranges) != 1:
+        return 0, size, 200
+    span = rng.range_for_length(size)
     if span is None:
         raise RangeNotSatisfiable(
             f"range {header!r} not satisfiable for {size} bytes", detail={"size": size}
