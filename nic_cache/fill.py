@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1 << 20
 POLL_MIN, POLL_MAX = 0.002, 0.05
 LIVE_MISSES = "live.lock"
+ADMIT_LOCK = "admit.lock"
 
 
 @dataclass(frozen=True)
@@ -150,15 +151,20 @@ class Fills:
             raise
         fd, path = -1, ""
         try:
-            self.store.admit(upstream.size)
-            fd, path = new_temp(self.tmp, digest_hex(digest))
-            diskio.reserve(fd, upstream.size or 0)
-            fill = Fill(path, upstream.size, media_type)
-            pointer = self._pointer_path(digest)
-            tmp_pointer = f"{pointer}.{os.getpid()}.{threading.get_ident()}"
-            with open(tmp_pointer, "w", encoding="utf-8") as fh:
-                json.dump({"path": path, "size": fill.size, "media_type": media_type}, fh)
-            os.rename(tmp_pointer, pointer)
+            # admission and publication under one lock: fills in flight are counted from
+            # their pointers, so two fills must not both be admitted before either is published
+            with locks.held_lock(os.path.join(self.tmp, ADMIT_LOCK)):
+                self.store.admit(upstream.size)
+                # where it will land exists before any byte is sent (a mkdir can hit a full disk)
+                diskio.makedirs_durable(os.path.dirname(self.store.blob_path(digest)))
+                fd, path = new_temp(self.tmp, digest_hex(digest))
+                diskio.reserve(fd, upstream.size or 0)
+                fill = Fill(path, upstream.size, media_type)
+                pointer = self._pointer_path(digest)
+                tmp_pointer = f"{pointer}.{os.getpid()}.{threading.get_ident()}"
+                with open(tmp_pointer, "w", encoding="utf-8") as fh:
+                    json.dump({"path": path, "size": fill.size, "media_type": media_type}, fh)
+                os.rename(tmp_pointer, pointer)
         except BaseException as exc:
             if fd >= 0:
                 os.close(fd)
@@ -299,7 +305,7 @@ class Fills:
             yield
 
     def _live_path(self, digest: str) -> str:
-        return os.path.join(self.tmp, f"{digest_hex(digest)}.live.lock")
+        return self.store.live_lock_path(digest)
 
     def live_reader(self, digest: str) -> bool:
         """Whether a live reader, in any worker, is streaming the fill of `digest`."""

@@ -9,7 +9,6 @@ is served. Blob misses go through `Fills`, so each blob crosses the WAN once.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -17,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from . import locks
 from .config import Config
 from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError, UpstreamUnavailable
 from .fill import Fill, Fills
@@ -189,12 +189,8 @@ class Mirror:
     def _tag_lock(self, route: Route, tag: str) -> Iterator[None]:
         """One revalidation of a tag at a time across all workers."""
         key = hashlib.sha256(f"{route.upstream}/{route.repository}:{tag}".encode()).hexdigest()
-        fd = os.open(os.path.join(self.store.tmp_dir, f"tag-{key[:32]}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+        with locks.held_lock(os.path.join(self.store.tmp_dir, f"tag-{key[:32]}.lock")):
             yield
-        finally:
-            os.close(fd)
 
     # -- blobs ----------------------------------------------------------------------------
 

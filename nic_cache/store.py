@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from . import diskio
+from . import diskio, locks
 from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError
 from .reference import digest_hex
 from .sqlitedb import Database
@@ -347,6 +347,14 @@ class Store:
 
     # -- space ----------------------------------------------------------------------------
 
+    def live_lock_path(self, digest: str) -> str:
+        """The lock a client streaming the fill of `digest` holds shared (see fill.py)."""
+        return os.path.join(self.tmp_dir, f"{digest_hex(digest)}.live.lock")
+
+    def has_live_reader(self, digest: str) -> bool:
+        """Whether a client, in any process, is still streaming the fill of `digest`."""
+        return locks.is_held(self.live_lock_path(digest))
+
     def inflight_bytes(self) -> int:
         """Bytes that fills in progress (in any process) will add when they land."""
         total = 0
@@ -372,7 +380,10 @@ class Store:
             )
         if self._demand(size) <= self.capacity:
             return
-        self.evict(incoming=size)
+        try:
+            self.evict(incoming=size)
+        except StoreError as exc:  # the index cannot even record a deletion: the disk is full
+            raise NoRoom(f"cannot make room for {size} bytes: {exc}", reason="disk_full") from exc
         if self._demand(size) > self.capacity:
             raise NoRoom(f"no room for {size} more bytes under the budget right now", reason="budget")
 
@@ -512,8 +523,8 @@ class Store:
             ):
                 if used <= target:
                     break
-                if row[0] == keep:
-                    continue
+                if row[0] == keep or self.has_live_reader(row[0]):
+                    continue  # a reader of its fill still needs the path to finish
                 victims.append(row[0])
                 used -= row[1]
             for digest in victims:

@@ -864,7 +864,8 @@ class TestLiveFirst:
 
         def sample() -> None:
             while not done.is_set():
-                seen.append(len(list((cache.data_dir / "tmp").glob("*.part"))))
+                # a fill's pointer, not its part file: manifests have part files too (fsynced)
+                seen.append(len(list((cache.data_dir / "tmp").glob("*.fill"))))
                 time.sleep(0.005)
 
         sampler = threading.Thread(target=sample)

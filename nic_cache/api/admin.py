@@ -52,10 +52,14 @@ def _flag(data: dict[str, Any], key: str) -> bool:
     return value
 
 
-def _number(data: dict[str, Any], key: str, default: float) -> float:
+MAX_SECONDS = 86400.0  # no wait, ttl or time offset an admin call takes is longer
+MAX_INT = 2**63 - 1  # SQLite's integers
+
+
+def _number(data: dict[str, Any], key: str, default: float, maximum: float = MAX_SECONDS) -> float:
     value = data.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise NameInvalid(f'"{key}" must be a number >= 0')
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= maximum:
+        raise NameInvalid(f'"{key}" must be a number from 0 to {maximum:g}')
     return float(value)
 
 
@@ -68,8 +72,8 @@ def _query(name: str, default: str, parse: Any) -> Any:
 
 
 def _count(text: str) -> int:
-    if not text.isdigit():
-        raise ValueError(f"need a whole number, got {text!r}")
+    if not text.isdigit() or len(text) > 9:
+        raise ValueError(f"need a whole number below 10^9, got {text[:20]!r}")
     return int(text)
 
 
@@ -230,8 +234,8 @@ def prewarm_start_run() -> tuple[Response, int]:
         raise NameInvalid('"holder" and "trigger" must be strings')
     scheduled, req = data.get("scheduled"), data.get("request")
     if scheduled is not None:
-        scheduled = _number(data, "scheduled", 0)
-    if req is not None and (isinstance(req, bool) or not isinstance(req, int)):
+        scheduled = _number(data, "scheduled", 0, maximum=1e12)
+    if req is not None and (isinstance(req, bool) or not isinstance(req, int) or not 0 <= req <= MAX_INT):
         raise NameInvalid('"request" must be a run request id')
     run_id = services().prewarm.start_run(
         name, holder=holder, trigger=trigger, scheduled=scheduled, request=req
@@ -242,6 +246,8 @@ def prewarm_start_run() -> tuple[Response, int]:
 @bp.put("/prewarm/runs/<int:run_id>")
 def prewarm_finish_run(run_id: int) -> Response:
     """Record a run's result (what it fetched, bytes, seconds, errors)."""
+    if run_id > MAX_INT:
+        raise NameInvalid(f"run id {str(run_id)[:20]}... is out of range")
     services().prewarm.finish_run(run_id, _body())
     return jsonify({"id": run_id})
 

@@ -33,12 +33,13 @@ class Cache:
         threads: int = 16,
         host: str = "127.0.0.1",
         extra: dict[str, Any] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="nic-cache-test-"))
         self.port = free_port(host)
         self.host = f"{host}:{self.port}"
         self.url = f"http://{self.host}"
-        self.data_dir = self.dir / "data"
+        self.data_dir = data_dir or self.dir / "data"
         config: dict[str, Any] = {
             "listen": self.host,
             "data_dir": str(self.data_dir),
@@ -105,9 +106,18 @@ class Cache:
         root = self.data_dir / "blobs" / "sha256"
         return {f"sha256:{p.name}" for p in root.glob("*/*")} if root.exists() else set()
 
-    def tmp_files(self) -> list[str]:
+    def tmp_files(self, *, locks: bool = False) -> list[str]:
+        """What is in tmp/ (lock files only with `locks`)."""
         tmp = self.data_dir / "tmp"
-        return sorted(p.name for p in tmp.iterdir() if not p.name.endswith(".lock")) if tmp.exists() else []
+        if not tmp.exists():
+            return []
+        return sorted(p.name for p in tmp.iterdir() if locks or not p.name.endswith(".lock"))
+
+    def worker_pids(self) -> list[int]:
+        """The gunicorn workers of the running master."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
 
     def wait_idle(self, timeout: float = 30.0) -> None:
         """Until no fill is in flight."""
