@@ -279,3 +279,27 @@ def store(tmp_path: Path, clock: FakeClock) -> Iterator[Store]:
     s = Store(str(tmp_path / "data"), clock=clock)
     yield s
     s.close()
+
+
+@pytest.fixture
+def tmpfs_factory() -> Iterator[Callable[[str], Path]]:
+    """``make("24m") -> Path``: a fresh tmpfs of that size (a small disk to fill up); all
+    unmounted and removed after the test."""
+    require("mount", "umount")
+    import subprocess
+    import tempfile
+
+    made: list[Path] = []
+
+    def make(size: str) -> Path:
+        where = Path(tempfile.mkdtemp(prefix="fa-tmpfs-"))
+        made.append(where)
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+        return where
+
+    try:
+        yield make
+    finally:
+        for where in made:
+            subprocess.run(["umount", "-l", str(where)], check=False)
+            where.rmdir()

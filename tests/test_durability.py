@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,6 @@ from nic_cache.errors import NoRoom, StoreError
 from nic_cache.fill import Fills
 from nic_cache.sqlitedb import Database
 from nic_cache.store import PRUNE_EVERY, Store, new_temp
-from tests.conftest import require
 from tests.support.clock import FakeClock
 
 
@@ -161,16 +158,9 @@ class TestCheck:
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 4 MiB tmpfs, unmounted after the test."""
-    require("mount", "umount")
-    where = Path(tempfile.mkdtemp(prefix="fa-full-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-        where.rmdir()
+def small_disk(tmpfs_factory: Callable[[str], Path]) -> Path:
+    """A 4 MiB tmpfs."""
+    return tmpfs_factory("4m")
 
 
 class Chunks:

@@ -8,8 +8,6 @@ import contextlib
 import hashlib
 import os
 import signal
-import subprocess
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -18,7 +16,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LAB, Seeded, require
+from tests.conftest import LAB, Seeded
 from tests.support import oci
 from tests.support.cache import FAAS_ACCEL, Cache
 from tests.support.procs import pid_alive, run, stop_pid, wait_for
@@ -135,16 +133,9 @@ class TestKill:
 
 
 @pytest.fixture
-def small_disk() -> Iterator[Path]:
-    """A 24 MiB tmpfs for a cache's data_dir, unmounted after the test."""
-    require("mount", "umount")
-    where = Path(tempfile.mkdtemp(prefix="fa-disk-"))
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], check=True)
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-        where.rmdir()
+def small_disk(tmpfs_factory: Callable[[str], Path]) -> Path:
+    """A 24 MiB tmpfs."""
+    return tmpfs_factory("24m")
 
 
 class TestSpace:
