@@ -90,7 +90,10 @@ class Prefetcher:
         """The upstream route and manifest reference of an image; raises on bad input."""
         ref = parse_image(image)
         if ref.registry not in self.mirror.upstreams.names():
-            raise NameUnknown(f"registry {ref.registry!r} of {image!r} is not a configured upstream")
+            raise NameUnknown(
+                f"registry {ref.registry!r} of {image!r} is not a configured upstream",
+                detail={"registry": ref.registry},
+            )
         return Route(ref.registry, ref.repository), ref.reference
 
     def start(

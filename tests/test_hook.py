@@ -77,7 +77,7 @@ class TestRewritePlan:
                 "annotations": {ORIGINAL_ANNOTATION: "python:3.12", "keep": "me"},
             }
         ]
-        fixed = json.loads(restore_images(json.dumps(listed).encode()) or b"")
+        fixed = json.loads(restore_images(json.dumps(listed).encode(), "nic:5000") or b"")
         assert fixed == [{"name": "f", "image": "python:3.12", "annotations": {"keep": "me"}}]
 
 
@@ -150,7 +150,6 @@ def make_vm(
             cache_url=cache_url,
             cache_token=token,
             prefetch_wait=60,
-            vm=ctrd.namespace,
         )
         url = stack.enter_context(serving(create_app(config)))
         session = stack.enter_context(requests.Session())
