@@ -48,7 +48,8 @@ class CacheClient:
         errors = body.get("errors") or [{"message": f"HTTP {resp.status_code}"}]
         out: dict[str, Any] = {"state": "failed", "errors": [e.get("message", str(e)) for e in errors]}
         first = errors[0] if isinstance(errors[0], dict) else {}
-        detail = first.get("detail") if isinstance(first.get("detail"), dict) else {}
-        if first.get("code") == "NAME_UNKNOWN" and isinstance(detail.get("registry"), str):
-            out["unknown_registry"] = detail["registry"]
+        detail = first.get("detail")
+        registry = detail.get("registry") if isinstance(detail, dict) else None
+        if first.get("code") == "NAME_UNKNOWN" and isinstance(registry, str):
+            out["unknown_registry"] = registry
         return out

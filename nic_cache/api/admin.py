@@ -150,7 +150,8 @@ def evict() -> Response:
 
 @bp.post("/events/deploy")
 def deploy_event() -> Response:
-    """Record a deploy reported by the hook, for popularity."""
+    """Record a deploy reported by the hook, for popularity. The client is `vm` if given, else
+    the caller's address: the hook omits `vm`, so a VM's deploys and pulls are one client."""
     data = _body()
     image = data.get("image")
     if not isinstance(image, str):
