@@ -34,6 +34,7 @@ from typing import Protocol
 
 from . import diskio, locks
 from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError
+from .policy import LRU, Entry, Policy
 from .reference import digest_hex
 from .sqlitedb import Database
 
@@ -131,6 +132,7 @@ class Store:
         pull_log_max_age: float = 30 * 86400.0,
         pull_log_max_rows: int = 100_000,
         on_index_error: Callable[[], None] = lambda: None,
+        policy: Callable[[], Policy] = LRU,
     ) -> None:
         self.data_dir = data_dir
         self.capacity = capacity
@@ -139,6 +141,7 @@ class Store:
         self.pull_log_max_age = pull_log_max_age
         self.pull_log_max_rows = pull_log_max_rows
         self.on_index_error = on_index_error
+        self.policy = policy  # makes the eviction policy (nic_cache/policy) fed from the index
         self.blob_dir = os.path.join(data_dir, "blobs", "sha256")
         self.tmp_dir = os.path.join(data_dir, "tmp")
         self.quarantine_dir = os.path.join(data_dir, "quarantine")
@@ -351,9 +354,14 @@ class Store:
         """The lock a client streaming the fill of `digest` holds shared (see fill.py)."""
         return os.path.join(self.tmp_dir, f"{digest_hex(digest)}.live.lock")
 
-    def has_live_reader(self, digest: str) -> bool:
-        """Whether a client, in any process, is still streaming the fill of `digest`."""
-        return locks.is_held(self.live_lock_path(digest))
+    def live_readers(self) -> list[str]:
+        """Digests whose fill a client, in any process, is still streaming."""
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.tmp_dir):
+                if name.endswith(".live.lock") and locks.is_held(os.path.join(self.tmp_dir, name)):
+                    out.append(f"sha256:{name[: -len('.live.lock')]}")
+        return out
 
     def inflight_bytes(self) -> int:
         """Bytes that fills in progress (in any process) will add when they land."""
@@ -500,10 +508,11 @@ class Store:
     # -- eviction -------------------------------------------------------------------------
 
     def evict(self, keep: str | None = None, incoming: int = 0) -> list[str]:
-        """LRU eviction: when over capacity, drop least recently used unpinned blobs down to
-        the low watermark (never `keep`, the blob just filled, which its readers are about to
-        get). Fills in flight and `incoming` bytes count as used. One process evicts at a
-        time; others skip. Returns what went."""
+        """When over capacity, drop the blobs the eviction policy chooses (never pinned ones)
+        down to the low watermark (never `keep`, the blob just filled, which its readers are
+        about to get, nor a blob whose fill a client still streams). Fills in flight and
+        `incoming` bytes count as used. One process evicts at a time; others skip. Returns
+        what went."""
         if self.capacity <= 0:
             return []
         used = self._demand(incoming)
@@ -515,23 +524,22 @@ class Store:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return []
-            target = int(self.capacity * self.low_watermark)
             used = self._demand(incoming)
-            victims = []
-            for row in self._query(
-                "SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, created"
-            ):
-                if used <= target:
-                    break
-                if row[0] == keep or self.has_live_reader(row[0]):
-                    continue  # a reader of its fill still needs the path to finish
-                victims.append(row[0])
-                used -= row[1]
+            policy = self.policy()
+            policy.load(_entry(r) for r in self._query("SELECT * FROM blobs ORDER BY last_access, created"))
+            need = used - int(self.capacity * self.low_watermark)
+            kept = [keep] if keep else []
+            victims = policy.victims(need, self.clock(), keep=kept + self.live_readers())
             for digest in victims:
                 self.delete_blob(digest)
             return victims
         finally:
             os.close(lock_fd)
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(row["digest"], row["size"], row["created"], row["last_access"], row["hits"],
+                 bool(row["pinned"]))  # fmt: skip
 
 
 def _info(row: sqlite3.Row) -> BlobInfo:

@@ -45,9 +45,9 @@ def _manifest(svc: Services, route: Route, reference: str) -> Response:
     result = svc.mirror.manifest(route, reference, request.headers.get("Accept"))
     kind = "manifest"
     if result.source == "miss":
-        svc.metrics.misses.labels(kind).inc()
+        svc.metrics.misses.labels(kind, route.upstream).inc()
     else:
-        svc.metrics.hits.labels(kind).inc()
+        svc.metrics.hits.labels(kind, route.upstream).inc()
     if ":" not in reference:  # a pull starts with the tag; count it once, there
         svc.store.log_pull(
             f"{route.upstream}/{route.repository}:{reference}",
@@ -77,10 +77,10 @@ def _blob(svc: Services, route: Route, digest: str) -> Response:
             resp.content_length = got.size
         return resp
     if isinstance(got, BlobHit):
-        svc.metrics.hits.labels("blob").inc()
+        svc.metrics.hits.labels("blob", route.upstream).inc()
         size = got.size
     else:
-        svc.metrics.misses.labels("blob").inc()
+        svc.metrics.misses.labels("blob", route.upstream).inc()
         size = got.fill.size
     try:
         start, end, status = _range(size)
