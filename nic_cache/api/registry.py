@@ -70,7 +70,7 @@ def _blob(svc: Services, route: Route, digest: str) -> Response:
         return resp
     got = svc.mirror.blob(route, digest)
     if isinstance(got, BlobPassthrough):  # a Range may be ignored (RFC 9110 14.2): send it all
-        svc.metrics.misses.labels("blob").inc()
+        svc.metrics.misses.labels("blob", route.upstream).inc()
         resp = Response(_counted(svc, got.chunks()), status=200, headers=headers,
                         content_type="application/octet-stream", direct_passthrough=True)  # fmt: skip
         if got.size is not None:
