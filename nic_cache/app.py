@@ -14,6 +14,7 @@ import os
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from .access import TOKEN_PATH, Access
 from .api import admin, registry
 from .config import Config, load_config_file
 from .errors import RangeNotSatisfiable, RegistryError, Unauthorized
@@ -46,8 +47,10 @@ def create_app(
         on_fetched=metrics.bytes_upstream.inc,
         on_inflight=metrics.fills_in_flight.inc,
     )
+    access = Access(config, store, upstreams)
     mirror = Mirror(config, store, upstreams, fills,
-                    on_passthrough=lambda reason: metrics.passthrough.labels(reason).inc())  # fmt: skip
+                    on_passthrough=lambda reason: metrics.passthrough.labels(reason).inc(),
+                    on_manifest=access.record)  # fmt: skip
     prewarm = PrewarmState(store)
     prefetcher = Prefetcher(
         mirror, platforms=config.platforms, budget=Budget(fills, prewarm.limits),
@@ -55,7 +58,7 @@ def create_app(
     )
     app.extensions["nic_cache"] = Services(
         config=config, store=store, upstreams=upstreams, fills=fills, mirror=mirror,
-        prefetcher=prefetcher, metrics=metrics, prewarm=prewarm,
+        prefetcher=prefetcher, metrics=metrics, prewarm=prewarm, access=access,
     )
     app.register_blueprint(registry.bp)
     app.register_blueprint(admin.bp)
@@ -87,6 +90,9 @@ def _registry_error(exc: RegistryError) -> Response:
     resp.headers["Docker-Distribution-API-Version"] = "registry/2.0"
     if isinstance(exc, Unauthorized) and request.path.startswith("/api/"):
         resp.headers["WWW-Authenticate"] = 'Bearer realm="nic-cache admin"'
+    elif isinstance(exc, Unauthorized):  # a registry client: the token flow (access.py)
+        realm = request.host_url.rstrip("/") + TOKEN_PATH
+        resp.headers["WWW-Authenticate"] = f'Bearer realm="{realm}",service="nic-cache"'
     if isinstance(exc, RangeNotSatisfiable) and isinstance(exc.detail, dict):
         resp.headers["Content-Range"] = f"bytes */{exc.detail.get('size')}"
     return resp

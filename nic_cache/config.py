@@ -33,6 +33,8 @@ class UpstreamConfig:
     username: str | None = None  # basic credentials, also sent to the token endpoint
     password: str | None = None
     tls_verify: bool = True  # False accepts self-signed certificates
+    public: bool = False  # true: every client may read all of it (no per-client access checks)
+    realms: tuple[str, ...] = ()  # https token realms on other hosts that may get credentials
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -56,6 +58,7 @@ class Config:
     verify_on_start: str = "sizes"  # check stored blobs at start: sizes | digests | off
     pull_log_max_age: float = 30 * 86400.0  # pull-log rows older than this are pruned (30d)
     pull_log_max_rows: int = 100_000  # the pull log keeps at most this many rows (0: no bound)
+    access_ttl: float = 60.0  # seconds a client's upstream access answer is reused (1m)
 
     @property
     def host(self) -> str:
@@ -175,6 +178,7 @@ def _build(raw: dict[str, Any], where: Any) -> Config:
     conv("verify_on_start", _verify_mode)
     conv("pull_log_max_age", parse_duration)
     conv("pull_log_max_rows", _count)
+    conv("access_ttl", parse_duration)
     ups = raw.get("upstreams") or {}
     if not isinstance(ups, dict):
         raise ConfigError(f"{where('upstreams')}: upstreams: must map registry hosts to {{url: ...}}")
@@ -213,16 +217,33 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
     user, password = spec.get("username"), spec.get("password")
     if (user is None) != (password is None):
         raise ConfigError(f"{loc}: upstreams.{host}: username and password go together")
-    tls_verify = spec.get("tls_verify", True)
-    if isinstance(tls_verify, str) and tls_verify.strip().lower() in _BOOLS:
-        tls_verify = _BOOLS[tls_verify.strip().lower()]
-    if not isinstance(tls_verify, bool):
-        raise ConfigError(f"{loc}: upstreams.{host}.tls_verify: must be true or false")
+    flags = {}
+    for key, default in (("tls_verify", True), ("public", False)):
+        value = spec.get(key, default)
+        if isinstance(value, str) and value.strip().lower() in _BOOLS:
+            value = _BOOLS[value.strip().lower()]
+        if not isinstance(value, bool):
+            raise ConfigError(
+                f"{loc}: upstreams.{host}.{key}: must be true or false"
+            )
+        flags[key] = value
+    realms = spec.get("realms") or []
+    if isinstance(realms, str):
+        realms = [realms]
+    if not isinstance(realms, list) or not all(
+        isinstance(r, str) and urlsplit(r).scheme == "https" and urlsplit(r).netloc for r in realms
+    ):
+        raise ConfigError(
+            f"{where('upstreams', host, 'realms')}: upstreams.{host}.realms: need a list of https "
+            "token URLs (credentials never go over plain http to another host)"
+        )
     return UpstreamConfig(
         url=str(url).rstrip("/"),
         username=None if user is None else str(user),
         password=None if password is None else str(password),
-        tls_verify=tls_verify,
+        tls_verify=flags["tls_verify"],
+        public=flags["public"],
+        realms=tuple(realms),
     )
 
 

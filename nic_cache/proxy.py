@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 from . import locks
 from .config import Config
+from .credentials import Credential
 from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError, UpstreamUnavailable
 from .fill import Fill, Fills
 from .manifest import ALL_TYPES, accepts, parse_manifest
@@ -100,6 +101,7 @@ class Mirror:
         *,
         clock: Callable[[], float] = time.time,
         on_passthrough: Callable[[str], None] = lambda reason: None,
+        on_manifest: Callable[[str, str, str], None] = lambda upstream, repository, digest: None,
     ) -> None:
         self.config = config
         self.store = store
@@ -107,6 +109,7 @@ class Mirror:
         self.fills = fills
         self.clock = clock
         self.on_passthrough = on_passthrough
+        self.on_manifest = on_manifest  # (upstream, repository, digest): kept for that repository
 
     def route(self, name: str, ns: str | None) -> Route:
         """Which upstream and repository a request path names."""
@@ -117,23 +120,39 @@ class Mirror:
 
     # -- manifests ------------------------------------------------------------------------
 
-    def manifest(self, route: Route, reference: str, accept: str | None = None) -> ManifestResult:
-        """A manifest by tag or digest; raises ManifestUnknown, Upstream* errors."""
-        if is_digest(reference):
-            return self._manifest_by_digest(route, reference)
-        with self._tag_lock(route, reference):
-            return self._manifest_by_tag(route, reference, accept)
+    def manifest(
+        self, route: Route, reference: str, accept: str | None = None, client: Credential | None = None
+    ) -> ManifestResult:
+        """A manifest by tag or digest; raises ManifestUnknown, Upstream* errors.
 
-    def _manifest_by_digest(self, route: Route, digest: str) -> ManifestResult:
+        Access is the caller's check (nic_cache/access.py); `client` is used upstream only
+        for an upstream the cache has no credentials of its own for.
+        """
+        as_client = self._fetch_as(route, client)
+        if is_digest(reference):
+            return self._manifest_by_digest(route, reference, as_client)
+        with self._tag_lock(route, reference):
+            return self._manifest_by_tag(route, reference, accept, as_client)
+
+    def _fetch_as(self, route: Route, client: Credential | None) -> Credential | None:
+        """Fill with the cache's credentials; with the client's where the cache has none."""
+        cfg = self.config.upstreams.get(route.upstream)
+        if client is None or client.anonymous or (cfg is not None and cfg.username is not None):
+            return None
+        return client
+
+    def _manifest_by_digest(self, route: Route, digest: str, client: Credential | None) -> ManifestResult:
         try:
             body, info = self.store.read_bytes(digest)
             return ManifestResult(body, info.media_type or "", digest, "hit")
         except BlobUnknown:
             pass
-        fetched = self.upstreams[route.upstream].get_manifest(route.repository, digest, ALL_TYPES)
+        fetched = self.upstreams[route.upstream].get_manifest(route.repository, digest, ALL_TYPES, client)
         return self._keep_manifest(route, fetched.body, fetched.media_type, digest, None)
 
-    def _manifest_by_tag(self, route: Route, tag: str, accept: str | None) -> ManifestResult:
+    def _manifest_by_tag(
+        self, route: Route, tag: str, accept: str | None, client: Credential | None
+    ) -> ManifestResult:
         up = self.upstreams[route.upstream]
         entry = self.store.get_tag(route.upstream, route.repository, tag)
         cached: tuple[bytes, str] | None = None
@@ -145,7 +164,7 @@ class Mirror:
             if self.clock() - entry.fetched_at < self.config.tag_ttl:
                 return ManifestResult(cached[0], cached[1], entry.digest, "hit")
             try:
-                head = up.head_manifest(route.repository, tag, ALL_TYPES)
+                head = up.head_manifest(route.repository, tag, ALL_TYPES, client)
             except UpstreamUnavailable as exc:
                 log.warning("serving stale %s/%s:%s: %s", route.upstream, route.repository, tag, exc)
                 return ManifestResult(cached[0], cached[1], entry.digest, "stale")
@@ -153,7 +172,7 @@ class Mirror:
                 self.store.set_tag(route.upstream, route.repository, tag, entry.digest, cached[1])
                 return ManifestResult(cached[0], cached[1], entry.digest, "revalidated")
         try:
-            fetched = up.get_manifest(route.repository, tag, ALL_TYPES)
+            fetched = up.get_manifest(route.repository, tag, ALL_TYPES, client)
         except UpstreamUnavailable:
             if entry is None or cached is None:
                 raise
@@ -183,6 +202,7 @@ class Mirror:
         except (NoRoom, StoreError) as exc:  # verified bytes in hand: serve them uncached
             log.warning("manifest %s served without storing it: %s", digest, exc)
             self.on_passthrough("disk_full")
+        self.on_manifest(route.upstream, route.repository, digest)
         return ManifestResult(body, media_type, digest, "miss")
 
     @contextlib.contextmanager
@@ -195,7 +215,7 @@ class Mirror:
     # -- blobs ----------------------------------------------------------------------------
 
     def blob(
-        self, route: Route, digest: str, media_type: str | None = None
+        self, route: Route, digest: str, media_type: str | None = None, client: Credential | None = None
     ) -> BlobHit | BlobMiss | BlobPassthrough:
         """Open a stored blob, or start/join its fill, or (no room to store it) stream it
         through uncached; raises BlobUnknown, Upstream* errors."""
@@ -206,7 +226,9 @@ class Mirror:
             try:
                 fill = self.fills.join(
                     digest,
-                    lambda: self.upstreams[route.upstream].open_blob(route.repository, digest),
+                    lambda: self.upstreams[route.upstream].open_blob(
+                        route.repository, digest, self._fetch_as(route, client)
+                    ),
                     media_type,
                 )
             except NoRoom as exc:
@@ -219,12 +241,13 @@ class Mirror:
                 return BlobMiss(digest, fill)
         raise BlobUnknown(f"blob {digest} vanished while being opened")  # evicted 3 times running
 
-    def blob_size(self, route: Route, digest: str) -> int | None:
+    def blob_size(self, route: Route, digest: str, client: Credential | None = None) -> int | None:
         """A blob's size without fetching it (HEAD)."""
         info = self.store.stat(digest)
         if info is not None:
             return info.size
-        return self.upstreams[route.upstream].head_blob(route.repository, digest)
+        up = self.upstreams[route.upstream]
+        return up.head_blob(route.repository, digest, self._fetch_as(route, client))
 
     def stream(self, miss: BlobMiss, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Bytes of a blob being filled, as they land."""
@@ -232,10 +255,13 @@ class Mirror:
 
     # -- tags -----------------------------------------------------------------------------
 
-    def tags(self, route: Route, params: dict[str, str]) -> tuple[dict[str, object], str | None]:
+    def tags(
+        self, route: Route, params: dict[str, str], client: Credential | None = None
+    ) -> tuple[dict[str, object], str | None]:
         """The upstream's tag list, or the cached tags when the upstream is unreachable."""
         try:
-            return self.upstreams[route.upstream].tags(route.repository, params)
+            up = self.upstreams[route.upstream]
+            return up.tags(route.repository, params, self._fetch_as(route, client))
         except UpstreamUnavailable:
             cached = self.store.tags(route.upstream, route.repository)
             if not cached:

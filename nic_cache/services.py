@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from flask import current_app
 
+from .access import Access
 from .config import Config
 from .fill import Fills
 from .metrics import Metrics
@@ -28,6 +29,7 @@ class Services:
     prefetcher: Prefetcher
     metrics: Metrics
     prewarm: PrewarmState
+    access: Access
 
 
 def services() -> Services:

@@ -21,26 +21,13 @@ import requests
 from tests.conftest import HELLO_TEXT, Seeded
 from tests.support import oci
 from tests.support.cache import FAAS_ACCEL, Cache
+from tests.support.oci import assert_dir_matches, skopeo_copy
 from tests.support.procs import run, wait_for
 from tests.support.registry import Registry
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 LAB = "registry.lab"  # how the tests' image references name the upstream
-
-
-def skopeo_copy(src: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", *extra,
-                f"docker://{src}", f"dir:{dest}"], timeout=300, check=False)  # fmt: skip
-
-
-def assert_dir_matches(out: Path, image: oci.Image) -> None:
-    """A `skopeo copy ... dir:` result holds exactly the image's manifest and blobs."""
-    manifest = (out / "manifest.json").read_bytes()
-    assert "sha256:" + hashlib.sha256(manifest).hexdigest() == image.digest
-    for digest in image.blob_digests:
-        data = (out / digest.split(":")[1]).read_bytes()
-        assert "sha256:" + hashlib.sha256(data).hexdigest() == digest
 
 
 def get(cache: Cache, path: str, **kw: object) -> requests.Response:
@@ -212,8 +199,8 @@ class TestProtocol:
         for _ in range(6):
             assert get(cache, "/v2/lab/hello/manifests/1").status_code == 200
         text = get(cache, "/metrics").text
-        line = next(l for l in text.splitlines()
-                    if l.startswith('nic_cache_requests_total{kind="manifests",method="GET",status="200"}'))  # fmt: skip
+        wanted = 'nic_cache_requests_total{kind="manifests",method="GET",status="200"}'
+        line = next(row for row in text.splitlines() if row.startswith(wanted))
         assert float(line.split()[-1]) == 6
         assert "nic_cache_store_bytes" in text
 
@@ -316,11 +303,10 @@ class TestFaults:
         data_file.write_bytes(original[:-1] + bytes([original[-1] ^ 0xFF]))
         try:
             path = f"/v2/{LAB}/lab/private/blobs/{layer.digest}"
-            with pytest.raises(requests.RequestException):
-                with get(cache, path, stream=True) as resp:
-                    body = b"".join(resp.iter_content(65536))
-                    assert resp.status_code != 200 or len(body) < layer.size
-                    raise requests.ConnectionError("short body")  # reached only on a 5xx
+            with pytest.raises(requests.RequestException), get(cache, path, stream=True) as resp:
+                body = b"".join(resp.iter_content(65536))
+                assert resp.status_code != 200 or len(body) < layer.size
+                raise requests.ConnectionError("short body")  # reached only on a 5xx
             cache.wait_idle()
             assert layer.digest not in cache.stored_blobs()
         finally:

@@ -14,6 +14,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from ..credentials import from_registry_auth
 from ..errors import NameInvalid, Unauthorized
 from ..images import delete_image, list_images
 from ..policy import prewarm as prewarm_choice
@@ -109,6 +110,12 @@ def prefetch() -> tuple[Response, int]:
     ):  # fmt: skip
         raise NameInvalid('"limits" must be {"concurrency": n, "bandwidth": bits/s}')
     wanted = tuple(platforms) if platforms else None
+    registry_auth = data.get("registry_auth")
+    if registry_auth is not None:  # the VM's credential (OpenFaaS registryAuth): it must read the image
+        if not isinstance(registry_auth, str):
+            raise NameInvalid('"registry_auth" must be base64 of user:password')
+        route, _ = services().prefetcher.route_for(image)
+        services().access.check_repository(route, from_registry_auth(registry_auth))
     if _flag(data, "dry_run"):
         return jsonify(services().prefetcher.plan(image, platforms=wanted)), 200
     progress = services().prefetcher.start(

@@ -1,18 +1,26 @@
-"""The read-only OCI Distribution API: parse the path, ask the mirror, render."""
+"""The read-only OCI Distribution API: parse the path, check access, ask the mirror, render.
+
+The access check (nic_cache/access.py) is its own step before the mirror is asked, for
+every manifest, blob and tag list.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..errors import RangeNotSatisfiable, Unsupported
+from ..access import TOKEN_PATH
+from ..credentials import Credential
+from ..errors import RangeNotSatisfiable, StoreError, Unauthorized, Unsupported
 from ..proxy import BlobHit, BlobPassthrough
-from ..reference import Route, parse_registry_path, validate_digest, validate_reference
+from ..reference import Route, is_digest, parse_registry_path, validate_digest, validate_reference
 from ..services import Services, services
 
+log = logging.getLogger(__name__)
 bp = Blueprint("registry", __name__)
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
 CHUNK = 1 << 20
@@ -20,8 +28,26 @@ CHUNK = 1 << 20
 
 @bp.route("/v2/", methods=["GET", "HEAD"])
 def base() -> Response:
-    """The API version check every client starts with."""
+    """The API version check every client starts with. Without credentials it answers 401
+    with a Bearer challenge naming /v2/token when some upstream is not `public`, as
+    registries with auth do: a client with credentials sends them there, an anonymous one
+    gets an anonymous token (nic_cache/access.py)."""
+    svc = services()
+    if not request.headers.get("Authorization") and not all(
+        u.public for u in svc.config.upstreams.values()
+    ):
+        raise Unauthorized("send credentials to pull private images; anonymous pulls see public ones")
     return jsonify({}) if request.method == "GET" else Response(status=200)
+
+
+@bp.route(TOKEN_PATH, methods=["GET"])
+def token() -> Response:
+    """The token endpoint the challenges name: a token wrapping the caller's credential."""
+    return jsonify(services().access.issue_token(request.headers.get("Authorization", "").strip()))
+
+
+def _client() -> Credential:
+    return services().access.credential(request.headers.get("Authorization", "").strip())
 
 
 @bp.route("/v2/<path:rest>", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"])
@@ -32,27 +58,39 @@ def dispatch(rest: str) -> Response:
         raise Unsupported("this registry is a read-only mirror: only GET and HEAD are allowed")
     svc = services()
     route = svc.mirror.route(path.name, request.args.get("ns"))
+    client = _client()
     if path.kind == "tags":
-        return _tags(svc, route)
+        svc.access.check_repository(route, client)
+        return _tags(svc, route, client)
     if path.kind == "manifests":
         validate_reference(path.reference)
-        return _manifest(svc, route, path.reference)
+        if is_digest(path.reference):
+            svc.access.check_content(route, "manifests", path.reference, client)
+        else:
+            svc.access.check_repository(route, client)
+        return _manifest(svc, route, path.reference, client)
     validate_digest(path.reference)
-    return _blob(svc, route, path.reference)
+    svc.access.check_content(route, "blobs", path.reference, client)
+    return _blob(svc, route, path.reference, client)
 
 
-def _manifest(svc: Services, route: Route, reference: str) -> Response:
-    result = svc.mirror.manifest(route, reference, request.headers.get("Accept"))
+def _manifest(svc: Services, route: Route, reference: str, client: Credential) -> Response:
+    result = svc.mirror.manifest(route, reference, request.headers.get("Accept"), client)
+    svc.access.record(route.upstream, route.repository, result.digest)
     kind = "manifest"
     if result.source == "miss":
         svc.metrics.misses.labels(kind, route.upstream).inc()
     else:
         svc.metrics.hits.labels(kind, route.upstream).inc()
     if ":" not in reference:  # a pull starts with the tag; count it once, there
-        svc.store.log_pull(
-            f"{route.upstream}/{route.repository}:{reference}",
-            result.digest, request.remote_addr,
-        )
+        try:
+            svc.store.log_pull(
+                f"{route.upstream}/{route.repository}:{reference}",
+                result.digest, request.remote_addr,
+            )
+        except StoreError as exc:  # popularity is bookkeeping: never fail the pull for it
+            svc.store.on_index_error()
+            log.warning("pull of %s not logged: %s", reference, exc)
     headers = {"Docker-Content-Digest": result.digest, "X-Cache": result.source, **API_VERSION}
     resp = Response(result.body, status=200, headers=headers, content_type=result.media_type)
     if request.method == "GET":
@@ -60,15 +98,15 @@ def _manifest(svc: Services, route: Route, reference: str) -> Response:
     return resp
 
 
-def _blob(svc: Services, route: Route, digest: str) -> Response:
+def _blob(svc: Services, route: Route, digest: str, client: Credential) -> Response:
     headers = {"Docker-Content-Digest": digest, "Accept-Ranges": "bytes", **API_VERSION}
     if request.method == "HEAD":
-        size = svc.mirror.blob_size(route, digest)
+        size = svc.mirror.blob_size(route, digest, client)
         resp = Response(status=200, headers=headers, content_type="application/octet-stream")
         if size is not None:
             resp.content_length = size
         return resp
-    got = svc.mirror.blob(route, digest)
+    got = svc.mirror.blob(route, digest, client=client)
     if isinstance(got, BlobPassthrough):  # a Range may be ignored (RFC 9110 14.2): send it all
         svc.metrics.misses.labels("blob", route.upstream).inc()
         resp = Response(_counted(svc, got.chunks()), status=200, headers=headers,
@@ -152,9 +190,9 @@ def _counted(svc: Services, chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def _tags(svc: Services, route: Route) -> Response:
+def _tags(svc: Services, route: Route, client: Credential) -> Response:
     params = {k: request.args[k] for k in ("n", "last") if k in request.args}
-    body, link = svc.mirror.tags(route, params)
+    body, link = svc.mirror.tags(route, params, client)
     resp = jsonify(body)
     resp.headers.update(API_VERSION)
     if link:

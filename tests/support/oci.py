@@ -20,6 +20,7 @@ import io
 import json
 import random
 import struct
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -374,15 +375,32 @@ def write_layout(directory: Path, tag: str, obj: Blob) -> Path:
     return directory
 
 
-def push(layout_dir: Path, tag: str, dest: str) -> None:
+def push(layout_dir: Path, tag: str, dest: str, creds: str | None = None) -> None:
     """Copy ``tag`` from an OCI layout to ``dest`` ("127.0.0.1:PORT/repo:tag") over
-    plain HTTP, keeping every digest (skopeo fails rather than re-encode)."""
+    plain HTTP, keeping every digest (skopeo fails rather than re-encode); ``creds`` is
+    "user:password" for a registry with auth."""
     source, target = f"oci:{layout_dir}:{tag}", f"docker://{dest}"
     copy = ["skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false"]
+    if creds:
+        copy.append(f"--dest-creds={creds}")
     run([*copy, source, target], timeout=300)
 
 
-def publish(obj: Blob, dest: str) -> None:
+def publish(obj: Blob, dest: str, creds: str | None = None) -> None:
     """Push ``obj`` to ``dest`` through a throwaway OCI layout."""
     with tempfile.TemporaryDirectory(prefix="oci-layout-") as tmp:
-        push(write_layout(Path(tmp), "push", obj), "push", dest)
+        push(write_layout(Path(tmp), "push", obj), "push", dest, creds)
+
+
+def skopeo_copy(src: str, dest: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`skopeo copy docker://SRC dir:DEST` over plain HTTP (exit status not checked)."""
+    return run(["skopeo", "copy", "--quiet", "--src-tls-verify=false", *extra,
+                f"docker://{src}", f"dir:{dest}"], timeout=300, check=False)  # fmt: skip
+
+
+def assert_dir_matches(out: Path, image: Image) -> None:
+    """A `skopeo copy ... dir:` result holds exactly the image's manifest and blobs."""
+    manifest = (out / "manifest.json").read_bytes()
+    assert sha256_digest(manifest) == image.digest
+    for digest in image.blob_digests:
+        assert sha256_digest((out / digest.split(":")[1]).read_bytes()) == digest

@@ -58,7 +58,9 @@ class Registry:
     stay, so counts span restarts. ``close()`` stops it and removes its files.
     """
 
-    def __init__(self, *, proxy: str | None = None, workdir: Path | None = None) -> None:
+    def __init__(
+        self, *, proxy: str | None = None, workdir: Path | None = None, auth: dict[str, Any] | None = None
+    ) -> None:
         self._owns_workdir = workdir is None
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="registry-"))
         self.storage = self.workdir / "storage"
@@ -68,6 +70,7 @@ class Registry:
         self.host = f"127.0.0.1:{self.port}"
         self.url = f"http://{self.host}"
         self.proxy = proxy
+        self.auth = auth  # distribution's `auth:` section (see htpasswd_auth, TokenServer)
         self.proc: Proc | None = None
         self.storage.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config()))
@@ -91,6 +94,8 @@ class Registry:
         }
         if self.proxy:
             cfg["proxy"] = {"remoteurl": self.proxy}
+        if self.auth:
+            cfg["auth"] = self.auth
         return cfg
 
     def start(self, timeout: float = 15.0) -> Registry:
@@ -170,3 +175,14 @@ class Registry:
     def __repr__(self) -> str:
         mode = f" proxy of {self.proxy}" if self.proxy else ""
         return f"<Registry {self.url}{mode}>"
+
+
+def htpasswd_auth(workdir: Path, users: dict[str, str]) -> dict[str, Any]:
+    """An `auth: htpasswd` section for `users` (name -> password), bcrypt as distribution wants."""
+    import bcrypt
+
+    path = workdir / "htpasswd"
+    lines = [f"{name}:{bcrypt.hashpw(pw.encode(), bcrypt.gensalt(rounds=4)).decode()}\n"
+             for name, pw in users.items()]  # fmt: skip
+    path.write_text("".join(lines))
+    return {"htpasswd": {"realm": "test-registry", "path": str(path)}}

@@ -6,6 +6,7 @@ registry's responses, wait until the cache has some of the bytes, then `cut()`.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -71,10 +72,8 @@ class TcpProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         """Reset every open connection, as a dying server would."""
@@ -86,10 +85,8 @@ class TcpProxy:
                 s.shutdown(socket.SHUT_RDWR)  # wakes the pump thread blocked in recv()
             except OSError:
                 pass
-            try:
+            with contextlib.suppress(OSError):
                 s.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         self._closed = True
