@@ -113,9 +113,12 @@ class Runtime(Protocol):
 class ContainerdPuller:
     """`ctr images pull` into one containerd namespace (the one the provider deploys into)."""
 
-    def __init__(self, address: str, namespace: str, hosts_dir: str | None, ctr: str = "ctr") -> None:
+    def __init__(
+        self, address: str, namespace: str, hosts_dir: str | None, ctr: str = "ctr", user: str | None = None
+    ) -> None:
         self.base = [ctr, "--address", address, "--namespace", namespace]
         self.hosts_dir = hosts_dir
+        self.user = user  # the VM's registry credential (user:password): the NIC checks it
 
     def _ctr(self, *args: str, timeout: float = 900) -> str:
         what = f"ctr {' '.join(args[:2])}"
@@ -135,6 +138,8 @@ class ContainerdPuller:
 
     def pull(self, source: str, name: str) -> None:
         args = ["images", "pull", "--plain-http"]
+        if self.user:
+            args += ["--user", self.user]
         if self.hosts_dir:
             args += ["--hosts-dir", self.hosts_dir]
         self._ctr(*args, source)

@@ -1,5 +1,7 @@
 """`faas-accel prepull once|run`: hold the NIC's popular images in this VM's runtime.
 
+The VM's registry credential for private images (the NIC checks each client's own) is
+read from `FAAS_ACCEL_REGISTRY_CREDS` (user:password) and given to `ctr --user`.
 The admin token is best given in the environment, `NIC_CACHE_ADMIN_TOKEN`: a `--token`
 value is visible to every user of the VM in `ps`.
 """
@@ -8,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -21,6 +24,8 @@ from nic_cache.reference import HOST_RE, parse_image
 from nic_cache.units import parse_duration, parse_size
 
 from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
+
+CREDS_ENV = "FAAS_ACCEL_REGISTRY_CREDS"  # user:password of the VM, for ctr --user
 
 
 def _images(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -93,7 +98,8 @@ def _prepuller(kw: dict[str, Any]) -> Prepuller:
         raise click.BadParameter(str(exc), param_hint="--budget") from exc
     runtime: Runtime
     if kw["runtime"] == "containerd":
-        runtime = ContainerdPuller(kw["address"], kw["namespace"], kw["hosts_dir"])
+        runtime = ContainerdPuller(kw["address"], kw["namespace"], kw["hosts_dir"],
+                                   user=os.environ.get(CREDS_ENV) or None)  # fmt: skip
     else:
         runtime = DockerPuller(kw["address"])
     return Prepuller(

@@ -90,5 +90,6 @@ def redirect_allowed(source: str, target: str) -> tuple[bool, bool]:
     if scheme not in ("http", "https") or not host:
         return False, False
     if host == src_host:
-        return not (src_scheme == "https" and scheme == "http"), True
+        follow = not (src_scheme == "https" and scheme == "http")
+        return follow, follow
     return scheme == "https", False

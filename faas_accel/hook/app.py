@@ -125,7 +125,9 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
             assert client is not None and plan.image is not None
             image = str(plan.image)
             try:
-                progress = client.prefetch(image, config.prefetch_wait)
+                auth = (plan.doc or {}).get("registryAuth")  # the VM's credential, passed through
+                progress = client.prefetch(image, config.prefetch_wait,
+                                           auth if isinstance(auth, str) and auth else None)  # fmt: skip
             except requests.RequestException as exc:
                 log.warning(
                     "deploy %s: NIC cache unreachable (%s); forwarding %s unchanged",

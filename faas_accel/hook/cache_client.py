@@ -28,14 +28,16 @@ class CacheClient:
             timeout=self.timeout,
         ).close()
 
-    def prefetch(self, image: str, wait: float) -> dict[str, Any]:
+    def prefetch(self, image: str, wait: float, registry_auth: str | None = None) -> dict[str, Any]:
         """Fill `image`, waiting at most `wait` seconds; the cache's progress document.
+        `registry_auth` (the deploy's OpenFaaS registryAuth) makes the cache check that the
+        VM's own credential can read the image before it fills anything.
 
         A refusal becomes `{"state": "failed", "errors": [...]}`; when the cache has no
         upstream for the image's registry, `"unknown_registry"` names it."""
         resp = self.session.post(
             f"{self.url}/api/v1/prefetch",
-            json={"image": image, "wait": wait},
+            json={"image": image, "wait": wait} | ({"registry_auth": registry_auth} if registry_auth else {}),
             timeout=(self.timeout, wait + self.timeout),
         )
         with resp:
