@@ -382,3 +382,33 @@ class TestLoadConfigFile:
         path = tmp_path / "absent.yml"
         with pytest.raises(ConfigError, match=rf"^{path}: cannot read config"):
             load_config_file(str(path), {})
+
+
+class TestTrustKeys:
+    def test_trust_keys_parse(self) -> None:
+        """verify_on_start, the pull-log bounds, access_ttl, public and realms are read."""
+        config = load(
+            "verify_on_start: digests\npull_log_max_age: 2d\npull_log_max_rows: 500\naccess_ttl: 30s\n"
+            "upstreams:\n  lab.io: {url: 'http://lab.io', public: 'true',"
+            " realms: ['https://auth.lab.io/token']}\n"
+        )
+        assert (config.verify_on_start, config.pull_log_max_age, config.pull_log_max_rows) == (
+            "digests", 2 * 86400.0, 500,
+        )
+        assert config.access_ttl == 30.0
+        assert config.upstreams["lab.io"].public is True
+        assert config.upstreams["lab.io"].realms == ("https://auth.lab.io/token",)
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [("verify_on_start: always\n", r"verify_on_start: need sizes, digests or off"),
+         ("upstreams:\n  lab.io: {url: 'http://lab.io', realms: ['http://auth.lab.io/t']}\n",
+          r"^nic-cache\.yml:2: upstreams\.lab\.io\.realms: need a list of https"),
+         ("upstreams:\n  lab.io: {url: 'http://lab.io', public: 3}\n",
+          r"upstreams\.lab\.io\.public: must be true or false")],
+        ids=["verify-mode", "http-realm", "public-int"],
+    )  # fmt: skip
+    def test_bad_trust_keys(self, text: str, message: str) -> None:
+        """Bad values are refused naming the key (an http realm on another host never gets credentials)."""
+        with pytest.raises(ConfigError, match=message):
+            load(text)
