@@ -299,6 +299,19 @@ class TestDeployTable:
         """Scale samples alone make no deploy table."""
         assert report.deploy_table(SCALE_SAMPLES[:6]) == []
 
+    def test_provider_phases_are_averaged_and_shown_with_the_largest_in_bold(self) -> None:
+        """Deploy samples carrying the provider's phases get per-mode phase means and a table."""
+        timed = []
+        for unpack in (3.0, 5.0):
+            s = sample("deploy", "direct", "deploy", unpack + 1.0)
+            s["phases"] = {"resolve": 0.1, "fetch": 0.5, "unpack": unpack, "start": 0.2, "healthy": 0.2}
+            timed.append(s)
+        (row,) = report.deploy_table(timed)
+        assert (row["direct_unpack_s"], row["direct_fetch_s"]) == (pytest.approx(4.0), pytest.approx(0.5))
+        md = "\n".join(report._phases_md([row], ["direct"]))
+        assert "| hello | direct | 0.10 | 0.50 | **4.00** | 0.20 | 0.20 |" in md
+        assert report._phases_md(report.deploy_table(DEPLOY_SAMPLES), ["direct"]) == []
+
 
 class TestTargets:
     def test_deploy_reductions(self) -> None:

@@ -10,6 +10,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..provider.phases import PHASES
+
 # What the AlphaBoot paper reports (1 Gbps uplink, Docker Hub as the registry).
 PAPER_RETRIEVAL_REDUCTION = {"alpine": 0.93, "ubuntu": 0.63, "python": 0.57, "nginx": 0.53}
 PAPER_IMAGE_MB = {"alpine": 7.33, "ubuntu": 77.8, "python": 128.0, "nginx": 143.0}
@@ -182,6 +184,9 @@ def deploy_table(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{m}_{kind}_s"] = mean(
                     s["seconds"] for s in mine if s["image"] == image and s["mode"] == m and s["kind"] == kind
                 )
+            timed = [s["phases"] for s in mine if s["image"] == image and s["mode"] == m and s.get("phases")]
+            for phase in PHASES if timed else ():  # the provider's deploy phases, means
+                row[f"{m}_{phase}_s"] = mean(t.get(phase, 0.0) for t in timed)
         for m in modes:
             if m != "direct":
                 row[f"{m}_reduction"] = reduction(
@@ -543,7 +548,23 @@ def _deploy_md(doc: dict[str, Any]) -> list[str]:
         "Our deploy answers only once the function is healthy, so deploy ~= first invoke.",
         "",
     ]
-    return out
+    return out + _phases_md(rows, modes)
+
+
+def _phases_md(rows: list[dict[str, Any]], modes: list[str]) -> list[str]:
+    """Where each deploy's time went (the provider's phases, mean seconds), per function and mode."""
+    timed = [(r, m) for r in rows for m in modes if f"{m}_fetch_s" in r]
+    if not timed:
+        return []
+    out = ["### Deploy phases (provider-side, mean seconds; the largest in bold)", ""]
+    body = []
+    for r, m in timed:
+        values = [r.get(f"{m}_{p}_s") or 0.0 for p in PHASES]
+        top = max(range(len(values)), key=values.__getitem__)
+        cells = [f"**{v:.2f}**" if i == top else f"{v:.2f}" for i, v in enumerate(values)]
+        body.append([r["function"], m, *cells])
+    out.append(table(["function", "mode", *PHASES], body))
+    return [*out, ""]
 
 
 def _memory_md(doc: dict[str, Any]) -> list[str]:

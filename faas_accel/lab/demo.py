@@ -7,10 +7,11 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from faas_accel.gateway import Gateway
+from faas_accel.provider.phases import PHASES
 
 from . import lab, net, seed
 from .spec import REGISTRY_HOST, VM, LabSpec
@@ -27,6 +28,7 @@ class Sample:
     deploy_s: float
     first_invoke_s: float
     wan_bytes: int
+    phases: dict[str, float] = field(default_factory=dict)  # the provider's, seconds
 
 
 def run_demo(
@@ -83,9 +85,31 @@ def _one(spec: LabSpec, vm: VM, mode: str, name: str, image: str) -> Sample:
         timing = gw.cold_start(name, image)
         wan = net.wan_bytes()[0] - before
         gw.delete(name)
-        return Sample(mode, name, vm.name, timing.deploy_s, timing.first_invoke_s, wan)
+        return Sample(mode, name, vm.name, timing.deploy_s, timing.first_invoke_s, wan, timing.phases)
     finally:
         gw.close()
+
+
+def phase_table(samples: list[Sample]) -> list[str]:
+    """Where the deploys' time went, per function and mode: the provider's phases (mean
+    seconds over VMs), the largest marked with *."""
+    timed = [s for s in samples if s.phases]
+    if not timed:
+        return []
+    lines = [
+        "deploy phases (provider-side mean seconds; * = the largest)",
+        f"{'function':<12} {'mode':<8}" + "".join(f" {p:>9}" for p in PHASES),
+    ]
+    for fn in dict.fromkeys(s.function for s in timed):
+        for mode in dict.fromkeys(s.mode for s in timed):
+            group = [s.phases for s in timed if s.function == fn and s.mode == mode]
+            if not group:
+                continue
+            means = [statistics.mean(g.get(p, 0.0) for g in group) for p in PHASES]
+            top = means.index(max(means))
+            cells = "".join(f" {v:>8.2f}{'*' if i == top else ' '}" for i, v in enumerate(means))
+            lines.append(f"{fn:<12} {mode:<8}{cells}")
+    return lines
 
 
 def report(samples: list[Sample], spec: LabSpec) -> str:
@@ -113,5 +137,6 @@ def report(samples: list[Sample], spec: LabSpec) -> str:
         )
     lines.append("")
     lines.append("deploy/first-invoke are means over VMs; 'cached' includes the first VM's cold NIC miss.")
+    lines += ["", *phase_table(samples)]
     lines.append(f"images come from {REGISTRY_HOST} (the lab's internet registry)")
     return "\n".join(lines)

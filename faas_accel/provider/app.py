@@ -19,6 +19,7 @@ from .api import bp as system_bp
 from .auth import load_credentials
 from .config import ProviderConfig
 from .errors import ProviderError
+from .metrics import DeployMetrics
 from .proxy import bp as proxy_bp
 from .runtime import Runtime
 from .service import Provider
@@ -55,18 +56,20 @@ def create_app(config: ProviderConfig, *, runtime: Runtime | None = None) -> Fla
         load_credentials(config.auth_user, config.auth_password_file) if config.auth_password_file else None
     )
     store = FunctionStore(config.state_dir / "functions.json", config.port_range)
+    metrics = DeployMetrics()
     provider = Provider(
         runtime or make_runtime(config),
         store,
         secrets_dir=config.state_dir / "secrets",
         ready_timeout=config.ready_timeout,
+        on_deployed=metrics.observe,
     )
     provider.adopt()
     session = requests.Session()
     session.trust_env = False  # invocations go to 127.0.0.1, never through a proxy
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=64)
     session.mount("http://", adapter)
-    app.extensions[EXTENSION] = Services(provider, config, credentials, session)
+    app.extensions[EXTENSION] = Services(provider, config, credentials, session, metrics)
     app.register_blueprint(system_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(proxy_bp)
