@@ -25,6 +25,7 @@ from .prewarm.state import PrewarmState
 from .proxy import Mirror
 from .services import Services, services
 from .store import Store
+from .transcoder import Transcoder
 from .upstream import Upstreams
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,14 @@ def create_app(
     )
     mirror = Mirror(config, store, upstreams, fills)
     prewarm = PrewarmState(store)
+    transcoder = Transcoder(store, config.transcode, on_layer=metrics.count_transcode)
     prefetcher = Prefetcher(
         mirror, platforms=config.platforms, budget=Budget(fills, prewarm.limits),
-        record_pin=prewarm.record_pin,
+        record_pin=prewarm.record_pin, on_filled=transcoder.submit,
     )
     app.extensions["nic_cache"] = Services(
         config=config, store=store, upstreams=upstreams, fills=fills, mirror=mirror,
-        prefetcher=prefetcher, metrics=metrics, prewarm=prewarm,
+        prefetcher=prefetcher, metrics=metrics, prewarm=prewarm, transcoder=transcoder,
     )
     app.register_blueprint(registry.bp)
     app.register_blueprint(admin.bp)

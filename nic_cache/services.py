@@ -13,6 +13,7 @@ from .prefetch import Prefetcher
 from .prewarm.state import PrewarmState
 from .proxy import Mirror
 from .store import Store
+from .transcoder import Transcoder
 from .upstream import Upstreams
 
 
@@ -28,6 +29,7 @@ class Services:
     prefetcher: Prefetcher
     metrics: Metrics
     prewarm: PrewarmState
+    transcoder: Transcoder
 
 
 def services() -> Services:

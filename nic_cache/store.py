@@ -63,6 +63,20 @@ CREATE TABLE IF NOT EXISTS pulls (
     kind       TEXT NOT NULL DEFAULT 'pull'
 );
 CREATE INDEX IF NOT EXISTS pulls_ts ON pulls (ts);
+CREATE TABLE IF NOT EXISTS derived (
+    source     TEXT NOT NULL,
+    encoding   TEXT NOT NULL,
+    digest     TEXT,
+    diff_id    TEXT,
+    reason     TEXT,
+    created    REAL NOT NULL,
+    PRIMARY KEY (source, encoding)
+);
+CREATE INDEX IF NOT EXISTS derived_digest ON derived (digest);
+CREATE TABLE IF NOT EXISTS transcode_optout (
+    image      TEXT PRIMARY KEY,
+    ts         REAL NOT NULL
+);
 """
 
 
@@ -100,8 +114,13 @@ class BlobStore(Protocol):
         """An open read-only descriptor and info; raises BlobUnknown when not stored."""
 
     def commit_verified(
-        self, tmp_path: str, digest: str, size: int | None, media_type: str | None,
-        sha256_hex: str, actual_size: int,
+        self,
+        tmp_path: str,
+        digest: str,
+        size: int | None,
+        media_type: str | None,
+        sha256_hex: str,
+        actual_size: int,
     ) -> BlobInfo:
         """Rename a finished temp file into place if `sha256_hex`/`actual_size` (computed by
         the writer) match digest and size; else remove it and raise DigestMismatch."""
@@ -250,12 +269,18 @@ class Store:
         return _info(row)
 
     def delete_blob(self, digest: str) -> bool:
-        """Remove a blob file and its row; open readers keep their bytes."""
+        """Remove a blob file and its row; open readers keep their bytes. Blobs derived from
+        it (transcode.py) go with it: they are only ever offered in its place."""
+        derived = [r[0] for r in self._query(
+            "SELECT digest FROM derived WHERE source = ? AND digest IS NOT NULL", (digest,))]  # fmt: skip
+        for child in derived:
+            self.delete_blob(child)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.blob_path(digest))
         with self._db() as db:
             cur = db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
             db.execute("DELETE FROM manifest_refs WHERE manifest = ?", (digest,))
+            db.execute("DELETE FROM derived WHERE source = ? OR digest = ?", (digest, digest))
         return cur.rowcount > 0
 
     def set_pinned(self, digests: Iterable[str], pinned: bool) -> None:
@@ -396,12 +421,14 @@ class Store:
             target = int(self.capacity * self.low_watermark)
             used, _ = self.usage()
             victims = []
+            # derived blobs (re-encodings of a stored layer) go first: the source can stand in
             for row in self._query(
-                "SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY last_access, created"
+                "SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY "
+                "digest IN (SELECT digest FROM derived WHERE digest IS NOT NULL) DESC, last_access, created"
             ):
                 if used <= target:
                     break
-                if row[0] == keep:
+                if row[0] == keep or row[0] in victims:
                     continue
                 victims.append(row[0])
                 used -= row[1]

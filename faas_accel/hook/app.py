@@ -95,7 +95,7 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
             image = str(plan.image)
             try:
                 client.report_deploy(image, plan.function, config.vm)
-                progress = client.prefetch(image, config.prefetch_wait)
+                progress = client.prefetch(image, config.prefetch_wait, transcode=plan.transcode)
             except requests.RequestException as exc:
                 log.warning(
                     "deploy %s: NIC cache unreachable (%s); forwarding %s unchanged",

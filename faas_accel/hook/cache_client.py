@@ -26,11 +26,15 @@ class CacheClient:
             timeout=self.timeout,
         ).close()
 
-    def prefetch(self, image: str, wait: float) -> dict[str, Any]:
-        """Fill `image`, waiting at most `wait` seconds; the cache's progress document."""
+    def prefetch(self, image: str, wait: float, *, transcode: bool = True) -> dict[str, Any]:
+        """Fill `image`, waiting at most `wait` seconds; the cache's progress document.
+        `transcode` False keeps the image's layers as pushed (a function's annotation)."""
+        doc: dict[str, Any] = {"image": image, "wait": wait}
+        if not transcode:
+            doc["transcode"] = False
         resp = self.session.post(
             f"{self.url}/api/v1/prefetch",
-            json={"image": image, "wait": wait},
+            json=doc,
             timeout=(self.timeout, wait + self.timeout),
         )
         with resp:

@@ -15,6 +15,7 @@ from nic_cache.errors import RegistryError
 from nic_cache.reference import ImageRef, parse_image
 
 SKIP_ANNOTATION = "com.openfaas.accel/skip"
+TRANSCODE_ANNOTATION = "com.openfaas.accel/transcode"  # "false": the NIC keeps the layers as pushed
 ORIGINAL_ANNOTATION = "com.openfaas.accel/original-image"
 
 
@@ -36,6 +37,7 @@ class DeployPlan:
     image: ImageRef | None  # normalized, when it will be accelerated
     reason: str  # why it is (not) accelerated, for the log
     doc: dict[str, Any] | None = field(default=None, repr=False)
+    transcode: bool = True  # False: the function asked for its layers as pushed
 
     @property
     def accelerate(self) -> bool:
@@ -72,7 +74,8 @@ def plan_deploy(body: bytes, policy: RewritePolicy) -> DeployPlan:
         return DeployPlan(name, original, None, f"registry {ref.registry} is denied")
     if policy.allow and ref.registry not in policy.allow:
         return DeployPlan(name, original, None, f"registry {ref.registry} is not in the allow list")
-    return DeployPlan(name, original, ref, "accelerated", doc)
+    transcode = str(annotations.get(TRANSCODE_ANNOTATION, "")).lower() != "false"
+    return DeployPlan(name, original, ref, "accelerated", doc, transcode)
 
 
 def rewritten_body(plan: DeployPlan, policy: RewritePolicy) -> bytes:

@@ -10,8 +10,9 @@ from flask import Blueprint, Response, jsonify, request
 
 from ..errors import RangeNotSatisfiable, Unsupported
 from ..proxy import BlobHit
-from ..reference import Route, parse_registry_path, validate_digest, validate_reference
+from ..reference import Route, is_digest, parse_registry_path, validate_digest, validate_reference
 from ..services import Services, services
+from ..variants import PullContext, is_rewritten
 
 bp = Blueprint("registry", __name__)
 API_VERSION = {"Docker-Distribution-API-Version": "registry/2.0"}
@@ -36,12 +37,12 @@ def dispatch(rest: str) -> Response:
         return _tags(svc, route)
     if path.kind == "manifests":
         validate_reference(path.reference)
-        return _manifest(svc, route, path.reference)
+        return _manifest(svc, route, path.reference, path.name)
     validate_digest(path.reference)
     return _blob(svc, route, path.reference)
 
 
-def _manifest(svc: Services, route: Route, reference: str) -> Response:
+def _manifest(svc: Services, route: Route, reference: str, name: str) -> Response:
     result = svc.mirror.manifest(route, reference, request.headers.get("Accept"))
     kind = "manifest"
     if result.source == "miss":
@@ -53,11 +54,27 @@ def _manifest(svc: Services, route: Route, reference: str) -> Response:
             f"{route.upstream}/{route.repository}:{reference}",
             result.digest, request.remote_addr,
         )
+    variant = svc.transcoder.variant(result, _pull_context(svc, route, reference, name))
+    if variant is not result:
+        svc.metrics.variants_served.inc()
+        result = variant
     headers = {"Docker-Content-Digest": result.digest, "X-Cache": result.source, **API_VERSION}
     resp = Response(result.body, status=200, headers=headers, content_type=result.media_type)
     if request.method == "GET":
         svc.metrics.bytes_served.inc(len(result.body))
     return resp
+
+
+def _pull_context(svc: Services, route: Route, reference: str, name: str) -> PullContext:
+    """What decides whether this manifest request may get re-encoded layers (variants.py)."""
+    upstream = svc.config.upstreams.get(route.upstream)
+    return PullContext(
+        by_digest=is_digest(reference),
+        rewritten=is_rewritten(name, request.args.get("ns"), svc.upstreams.names()),
+        user_agent=request.headers.get("User-Agent"),
+        upstream_opted_out=upstream is not None and not upstream.transcode,
+        image_opted_out=svc.transcoder.index.opted_out(f"{route.upstream}/{route.repository}:{reference}"),
+    )
 
 
 def _blob(svc: Services, route: Route, digest: str) -> Response:
