@@ -38,7 +38,8 @@ Requested images (`only`, the command line's `--image`) that the NIC does not ho
 are reported as `missing` and never pulled; `prepull once` then exits 1. The admin token is
 best passed in `NIC_CACHE_ADMIN_TOKEN` (a `--token` value shows in `ps`).
 
-`choose`, `missing` and `candidates` are pure; the runtimes are thin wrappers whose errors
+The choice itself (`choose`, `missing`, `Candidate`) is the policy core's
+(nic_cache/policy/hold.py); `candidates` is pure too; the runtimes are thin wrappers whose errors
 (ctr's exit status, the docker SDK's and requests' exceptions) become `PrepullError`.
 """
 
@@ -57,6 +58,7 @@ from typing import Any, Protocol
 import requests
 
 from nic_cache.errors import RegistryError
+from nic_cache.policy.hold import Candidate, choose, missing
 from nic_cache.reference import parse_image, validate_digest
 
 log = logging.getLogger("faas_accel.prepull")
@@ -64,48 +66,6 @@ log = logging.getLogger("faas_accel.prepull")
 
 class PrepullError(RuntimeError):
     """The NIC or the runtime could not be asked; the message says which and why."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A tag the NIC holds, as the admin API describes it."""
-
-    image: str
-    digest: str
-    size: int
-    complete: bool
-    score: float = 0.0
-
-
-def choose(
-    cached: Iterable[Candidate],
-    *,
-    limit: int,
-    budget: int = 0,
-    only: Sequence[str] = (),
-) -> list[Candidate]:
-    """Images to hold in the VM: complete on the NIC, most popular first (then the most
-    recently listed), at most `limit` of them and `budget` bytes in all (0: no byte limit).
-    `only` restricts the choice to those images (e.g. a stack file's)."""
-    wanted = set(only)
-    pool = [c for c in cached if c.complete and (not wanted or c.image in wanted)]
-    pool.sort(key=lambda c: -c.score)  # stable: equal scores keep the NIC's order
-    out: list[Candidate] = []
-    used = 0
-    for c in pool:
-        if len(out) >= limit:
-            break
-        if budget and used + c.size > budget:
-            continue
-        out.append(c)
-        used += c.size
-    return out
-
-
-def missing(cached: Iterable[Candidate], only: Sequence[str]) -> list[str]:
-    """The requested images the NIC does not hold completely (in the order requested)."""
-    held = {c.image for c in cached if c.complete}
-    return [image for image in dict.fromkeys(only) if image not in held]
 
 
 def candidates(images_doc: dict[str, Any], popular_doc: dict[str, Any]) -> list[Candidate]:

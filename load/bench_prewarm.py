@@ -38,7 +38,6 @@ import statistics
 import sys
 import threading
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,6 +48,7 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import requests
 
+from nic_cache.policy import LRU
 from tests.support import oci
 from tests.support.cache import TOKEN, Cache
 from tests.support.procs import Proc, stop
@@ -184,7 +184,7 @@ def trace(rng: random.Random, days: int, per_day: int, n: int, zipf_s: float) ->
     weights = [1 / (rank + 1) ** zipf_s for rank in range(n)]
     order = list(range(n))
     rng.shuffle(order)  # which function has which popularity rank
-    vms: list[OrderedDict[int, None]] = [OrderedDict() for _ in range(VMS)]
+    vms = [LRU() for _ in range(VMS)]  # each VM's image store, one unit per image
     deploys = []
     for day in range(days):
         times: list[float] = []
@@ -195,12 +195,14 @@ def trace(rng: random.Random, days: int, per_day: int, n: int, zipf_s: float) ->
         for t in sorted(times):
             fn = order[rng.choices(range(n), weights)[0]]
             vm = rng.randrange(VMS)
-            local = vms[vm]
-            first = fn not in local
-            local[fn] = None
-            local.move_to_end(fn)
-            while len(local) > VM_IMAGES:
-                local.popitem(last=False)
+            local, key = vms[vm], str(fn)
+            first = key not in local.sizes
+            if first:
+                local.on_insert(key, 1, t)
+            else:
+                local.on_access(key, t)
+            for gone in local.victims(len(local.sizes) - VM_IMAGES, t):
+                local.on_remove(gone)
             deploys.append(Deploy(day, t, fn, vm, first))
     return deploys
 

@@ -3,13 +3,14 @@
 When `PROMETHEUS_MULTIPROC_DIR` is set (the `cache serve` command sets it before gunicorn
 starts), every worker writes its samples to files there and `/metrics` aggregates them.
 Without it (tests, a single process), metrics live in a per-app registry. Store usage is
-read from the index at scrape time, so every worker reports the same truth.
+read from the index at scrape time, so every worker reports the same truth, and so is the
+hit ratio per upstream: computed from the hit and miss counters of all workers.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, multiprocess
@@ -43,6 +44,37 @@ class StoreCollector(Collector):
         )
 
 
+class HitRatioCollector(Collector):
+    """`nic_cache_hit_ratio{upstream}`: hits / (hits + misses) of registry requests (manifests
+    and blobs) since the counters started, from whatever `sources` collect."""
+
+    def __init__(self, sources: Iterable[Collector]) -> None:
+        self.sources = tuple(sources)
+
+    def collect(self) -> Iterator[Metric]:
+        hits: dict[str, float] = {}
+        total: dict[str, float] = {}
+        for source in self.sources:
+            for metric in source.collect():
+                if metric.name not in ("nic_cache_hits", "nic_cache_misses"):
+                    continue
+                for sample in metric.samples:
+                    if not sample.name.endswith("_total"):
+                        continue
+                    upstream = sample.labels.get("upstream", "")
+                    total[upstream] = total.get(upstream, 0.0) + sample.value
+                    if metric.name == "nic_cache_hits":
+                        hits[upstream] = hits.get(upstream, 0.0) + sample.value
+        ratio = GaugeMetricFamily(
+            "nic_cache_hit_ratio", "Share of registry requests served from the store, per upstream",
+            labels=["upstream"],
+        )
+        for upstream in sorted(total):
+            if total[upstream]:
+                ratio.add_metric([upstream], hits.get(upstream, 0.0) / total[upstream])
+        yield ratio
+
+
 class Metrics:
     """The cache's metrics; one instance per process."""
 
@@ -54,8 +86,12 @@ class Metrics:
         self.requests = Counter(
             "nic_cache_requests", "Registry requests", ["kind", "method", "status"], registry=own
         )
-        self.hits = Counter("nic_cache_hits", "Requests served from the store", ["kind"], registry=own)
-        self.misses = Counter("nic_cache_misses", "Requests that went upstream", ["kind"], registry=own)
+        self.hits = Counter(
+            "nic_cache_hits", "Requests served from the store", ["kind", "upstream"], registry=own
+        )
+        self.misses = Counter(
+            "nic_cache_misses", "Requests that went upstream", ["kind", "upstream"], registry=own
+        )
         self.bytes_served = Counter("nic_cache_served_bytes", "Bytes sent to clients", registry=own)
         self.bytes_upstream = Counter(
             "nic_cache_upstream_bytes", "Blob bytes fetched from upstreams", registry=own
@@ -86,11 +122,14 @@ class Metrics:
             reg = self._own
             if not getattr(reg, "_nic_store", False):
                 reg.register(StoreCollector(self.store))
+                reg.register(HitRatioCollector([self.hits, self.misses]))
                 reg._nic_store = True  # type: ignore[attr-defined]
             return reg
         reg = CollectorRegistry()
-        multiprocess.MultiProcessCollector(reg)  # type: ignore[no-untyped-call]
+        workers = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        reg.register(workers)
         reg.register(StoreCollector(self.store))
+        reg.register(HitRatioCollector([workers]))
         return reg
 
     def exposition(self) -> bytes:

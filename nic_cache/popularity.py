@@ -21,7 +21,8 @@ class Row(Protocol):
 
 @dataclass(frozen=True)
 class Use:
-    """One recorded use of an image: when, by which client (VM), and how."""
+    """One recorded use of an image: when, by which client (VM: the address the cache saw the
+    pull or the hook's deploy report come from), and how."""
 
     ts: float
     image: str

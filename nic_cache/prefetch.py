@@ -6,9 +6,9 @@ deploy) behaves like a client. A *background* prefetch (prewarm) takes a slot of
 budget, is paced by it and gives way to live misses (nic_cache/prewarm/budget.py); finding a
 blob already stored, it refreshes the blob's LRU time without counting a hit.
 
-Pinned content may take at most PIN_SHARE of the capacity below the low watermark: beyond
-that, live misses would find no room (and could evict each other's blobs right after their
-fill). An image that would cross it is filled but not pinned, and the prefetch says so.
+Pinned content may take at most `PIN_SHARE` of the capacity below the low watermark
+(nic_cache/policy/pins.py decides): an image that would cross it is filled but not pinned,
+and the prefetch says so.
 """
 
 from __future__ import annotations
@@ -25,12 +25,12 @@ from typing import Any
 
 from .errors import BlobUnknown, NameUnknown, NicCacheError
 from .manifest import Descriptor, parse_manifest, select_platforms
+from .policy.pins import pin_refusal
 from .prewarm.budget import Budget
 from .proxy import BlobHit, Mirror
 from .reference import Route, parse_image
 
 log = logging.getLogger(__name__)
-PIN_SHARE = 0.5
 
 
 @dataclass
@@ -92,7 +92,10 @@ class Prefetcher:
         """The upstream route and manifest reference of an image; raises on bad input."""
         ref = parse_image(image)
         if ref.registry not in self.mirror.upstreams.names():
-            raise NameUnknown(f"registry {ref.registry!r} of {image!r} is not a configured upstream")
+            raise NameUnknown(
+                f"registry {ref.registry!r} of {image!r} is not a configured upstream",
+                detail={"registry": ref.registry},
+            )
         return Route(ref.registry, ref.repository), ref.reference
 
     def start(
@@ -203,13 +206,8 @@ class Prefetcher:
         pinned = store.pinned()
         held = sum(info.size for d in pinned if (info := store.stat(d)) is not None)
         adding = sum(b.size or 0 for d, b in resolved.blobs.items() if d not in pinned)
-        ceiling = int(store.capacity * store.low_watermark * PIN_SHARE)
-        if held + adding <= ceiling:
-            return None
-        return (
-            f"not pinned: pinned content would take {held + adding} bytes, more than {ceiling} "
-            f"({PIN_SHARE:.0%} of the capacity below the low watermark)"
-        )
+        return pin_refusal(capacity=store.capacity, low_watermark=store.low_watermark,
+                           held=held, adding=adding)  # fmt: skip
 
     def plan(self, image: str, *, platforms: tuple[str, ...] | None = None) -> dict[str, Any]:
         """What a prefetch of `image` would fetch: its blobs, which are missing, how many bytes.

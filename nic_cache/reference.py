@@ -38,6 +38,11 @@ def validate_digest(digest: str) -> str:
     """Return `digest` if it is a sha256 digest this cache can verify, else raise DigestInvalid."""
     if SHA256_RE.fullmatch(digest):
         return digest
+    if digest.startswith("sha256:"):
+        raise DigestInvalid(
+            f"malformed digest {digest!r}: a sha256 digest is 'sha256:' and 64 lowercase hex digits",
+            detail={"digest": digest},
+        )
     if DIGEST_RE.fullmatch(digest):
         raise DigestInvalid(
             f"unsupported digest {digest!r}: only sha256 is verified", detail={"digest": digest}
@@ -57,6 +62,11 @@ def validate_reference(reference: str) -> str:
     if not TAG_RE.fullmatch(reference):
         raise TagInvalid(f"invalid tag {reference!r}", detail={"tag": reference})
     return reference
+
+
+def display_reference(repository: str, reference: str) -> str:
+    """`repo:tag` or `repo@sha256:...`, as references are written (for messages and logs)."""
+    return f"{repository}@{reference}" if is_digest(reference) else f"{repository}:{reference}"
 
 
 def digest_hex(digest: str) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .errors import BlobUnknown, DigestMismatch, StoreError
+from .policy import LRU, Entry, Policy
 from .reference import digest_hex
 from .sqlitedb import Database
 
@@ -136,11 +137,13 @@ class Store:
         capacity: int = 0,
         low_watermark: float = 0.9,
         clock: Callable[[], float] = time.time,
+        policy: Callable[[], Policy] = LRU,
     ) -> None:
         self.data_dir = data_dir
         self.capacity = capacity
         self.low_watermark = low_watermark
         self.clock = clock
+        self.policy = policy  # makes the eviction policy (nic_cache/policy) fed from the index
         self.blob_dir = os.path.join(data_dir, "blobs", "sha256")
         self.tmp_dir = os.path.join(data_dir, "tmp")
         self.db_path = os.path.join(data_dir, "index.sqlite")
@@ -404,9 +407,9 @@ class Store:
     # -- eviction -------------------------------------------------------------------------
 
     def evict(self, keep: str | None = None) -> list[str]:
-        """LRU eviction: when over capacity, drop least recently used unpinned blobs down to
-        the low watermark (never `keep`, the blob just filled, which its readers are about to
-        get). One process evicts at a time; others skip. Returns what went."""
+        """When over capacity, drop the blobs the eviction policy chooses (never pinned ones)
+        down to the low watermark (never `keep`, the blob just filled, which its readers are
+        about to get). One process evicts at a time; others skip. Returns what went."""
         if self.capacity <= 0:
             return []
         used, _ = self.usage()
@@ -418,25 +421,35 @@ class Store:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return []
-            target = int(self.capacity * self.low_watermark)
             used, _ = self.usage()
+            need = used - int(self.capacity * self.low_watermark)
+            # derived blobs (re-encodings of a stored layer, transcoder.py) go first: their source
+            # stands in for them; the policy chooses among the rest
             victims = []
-            # derived blobs (re-encodings of a stored layer) go first: the source can stand in
             for row in self._query(
-                "SELECT digest, size FROM blobs WHERE pinned = 0 ORDER BY "
-                "digest IN (SELECT digest FROM derived WHERE digest IS NOT NULL) DESC, last_access, created"
+                "SELECT digest, size FROM blobs WHERE pinned = 0 AND digest IN "
+                "(SELECT digest FROM derived WHERE digest IS NOT NULL) ORDER BY last_access, created"
             ):
-                if used <= target:
+                if need <= 0:
                     break
-                if row[0] == keep or row[0] in victims:
-                    continue
-                victims.append(row[0])
-                used -= row[1]
+                if row[0] != keep:
+                    victims.append(row[0])
+                    need -= row[1]
+            if need > 0:
+                policy = self.policy()
+                rows = self._query("SELECT * FROM blobs ORDER BY last_access, created")
+                policy.load(_entry(r) for r in rows)
+                victims += policy.victims(need, self.clock(), keep=[k for k in (keep, *victims) if k])
             for digest in victims:
                 self.delete_blob(digest)
             return victims
         finally:
             os.close(lock_fd)
+
+
+def _entry(row: sqlite3.Row) -> Entry:
+    return Entry(row["digest"], row["size"], row["created"], row["last_access"], row["hits"],
+                 bool(row["pinned"]))  # fmt: skip
 
 
 def _info(row: sqlite3.Row) -> BlobInfo:

@@ -33,6 +33,7 @@ from .errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from .reference import display_reference
 
 MANIFEST_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -201,7 +202,7 @@ class Upstream:
         """HEAD a manifest; raises ManifestUnknown/NameUnknown/Upstream* errors."""
         resp = self.request("HEAD", repository, f"manifests/{reference}", headers=_accept(accept))
         with resp:
-            self._check(resp, ManifestUnknown, f"manifest {repository}:{reference}")
+            self._check(resp, ManifestUnknown, f"manifest {display_reference(repository, reference)}")
             length = resp.headers.get("Content-Length")
             return ManifestHead(
                 digest=resp.headers.get("Docker-Content-Digest"),
@@ -213,7 +214,7 @@ class Upstream:
         """GET a manifest's bytes; raises ManifestUnknown/NameUnknown/Upstream* errors."""
         resp = self.request("GET", repository, f"manifests/{reference}", headers=_accept(accept))
         with resp:
-            self._check(resp, ManifestUnknown, f"manifest {repository}:{reference}")
+            self._check(resp, ManifestUnknown, f"manifest {display_reference(repository, reference)}")
             try:
                 body = resp.content
             except requests.RequestException as exc:

@@ -9,6 +9,7 @@ faas-cli sends: PUT, then POST on 404, basic auth, `labels`/`annotations` as `{}
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -26,6 +27,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 from flask import Flask
+from flask import request as flask_request
 from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
@@ -72,7 +74,9 @@ echo second
 INSPECT_CGI = b"""#!/bin/sh
 echo "Content-Type: text/plain"
 echo ""
-cat /var/openfaas/secrets/api-key
+secret=/var/openfaas/secrets/api-key
+cat $secret
+if (: > $secret) 2>/dev/null; then echo "secret: writable"; else echo "secret: read-only"; fi
 if (: > /probe) 2>/dev/null; then echo "root: writable"; else echo "root: read-only"; fi
 if (: > /tmp/probe) 2>/dev/null; then echo "tmp: writable"; else echo "tmp: read-only"; fi
 """
@@ -422,6 +426,7 @@ def provider_factory(tmp_path: Path) -> Iterator[Callable[..., Served]]:
         app = create_app(config)
         wiring = app.extensions[EXTENSION]
         stack.callback(wiring.session.close)
+        stack.callback(wiring.calls.close)
         if hasattr(wiring.provider.runtime, "close"):
             stack.callback(wiring.provider.runtime.close)
         url = stack.enter_context(serving(app))
@@ -568,22 +573,41 @@ class TestContainerdProvider:
         assert served.describe("upd")["envVars"] == {"GREETING": "v2"}
         assert ctr_ids(containerd, "containers") == ["upd"]
 
-    def test_secrets_read_only_root_and_limits_reach_the_container(
+    def test_secrets_api_mounts_read_only_with_root_and_limits(
         self, served: Served, containerd: Containerd, images: Images
     ) -> None:
-        """A secret from <state>/secrets is mounted read-only, the root is read-only with a
-        writable /tmp, and the limits are in the container's spec; a missing secret is 400."""
-        secrets = served.config.state_dir / "secrets"
-        secrets.mkdir()
-        (secrets / "api-key").write_text("k3y\n")
+        """faas-cli's secret create/list/update/remove shapes work as under faasd: a secret is
+        stored per namespace and mounted read-only at /var/openfaas/secrets/<name>, an update
+        reaches the running function, values never come back; a deploy naming a missing secret
+        is 400; the root is read-only with a writable /tmp and the limits are in the spec."""
+        secrets = "/system/secrets"
+        assert served.system("POST", secrets, json={"name": "api-key", "value": "k3y\n"}).status_code == 201
+        again = served.system("POST", secrets, json={"name": "api-key", "value": "other"})
+        assert again.status_code == 409 and "already exists" in again.text
+        raw = base64.b64encode(b"\x00\xffbin").decode()
+        assert served.system("POST", secrets, json={"name": "blob", "rawValue": raw}).status_code == 201
+        assert served.system("GET", secrets).json() == [
+            {"name": "api-key", "namespace": "openfaas-fn"},
+            {"name": "blob", "namespace": "openfaas-fn"},
+        ]
+        stored = served.config.state_dir / "secrets" / "openfaas-fn"
+        assert (stored / "blob").read_bytes() == b"\x00\xffbin"
+        assert served.system("PUT", secrets, json={"name": "nope", "value": "x"}).status_code == 404
+        assert served.system("POST", secrets, json={"name": "../etc", "value": "x"}).status_code == 400
+        assert served.system("GET", secrets, auth=False).status_code == 401
         missing = served.deploy("sec", images.function, secrets=["nope"])[-1]
         assert (missing.status_code, missing.text.split(" (")[0]) == (400, "unable to find secret: nope")
 
         limits = {"memory": "64Mi", "cpu": "500m"}
         extra = {"secrets": ["api-key"], "readOnlyRootFilesystem": True, "limits": limits}
         assert served.deploy("sec", images.function, **extra)[-1].status_code == 200
-        assert served.invoke("sec", "/cgi-bin/inspect").text == "k3y\nroot: read-only\ntmp: writable\n"
+        inspected = served.invoke("sec", "/cgi-bin/inspect").text
+        assert inspected == "k3y\nsecret: read-only\nroot: read-only\ntmp: writable\n"
+        assert served.system("PUT", secrets, json={"name": "api-key", "value": "n3w\n"}).status_code == 200
+        assert served.invoke("sec", "/cgi-bin/inspect").text.startswith("n3w\nsecret: read-only\n")
         spec = json.loads(containerd.ctr("containers", "info", "sec").stdout)["Spec"]
+        mount = next(m for m in spec["mounts"] if m["destination"] == "/var/openfaas/secrets/api-key")
+        assert mount["source"] == str(stored / "api-key") and "ro" in mount["options"]
         assert spec["root"]["readonly"] is True
         resources = spec["linux"]["resources"]
         assert (resources["memory"]["limit"], resources["cpu"]["quota"], resources["cpu"]["period"]) == (
@@ -592,6 +616,46 @@ class TestContainerdProvider:
             100_000,
         )
         assert served.describe("sec")["limits"] == limits
+
+        assert served.system("DELETE", secrets, json={"name": "blob"}).status_code == 200
+        assert served.system("DELETE", secrets, json={"name": "blob"}).status_code == 404
+        assert [s["name"] for s in served.system("GET", secrets).json()] == ["api-key"]
+
+    def test_async_invocation_queues_and_calls_back(self, served: Served, images: Images) -> None:
+        """POST /async-function/<name> answers 202 with an X-Call-Id at once; the function runs
+        with the same path, query and body, and its answer is POSTed to X-Callback-Url with the
+        queue-worker's headers. An unknown function is 404 at once."""
+        assert served.deploy("later", images.function, envVars={"GREETING": "async"})[-1].status_code == 200
+        got: list[tuple[dict[str, str], bytes]] = []
+        callback = Flask("callback")
+
+        @callback.post("/done")
+        def done() -> str:
+            got.append((dict(flask_request.headers), flask_request.get_data()))
+            return "thanks"
+
+        with serving(callback) as callback_url:
+            resp = served.http.post(
+                f"{served.url}/async-function/later/cgi-bin/echo?x=1",
+                data=b"queued payload",
+                headers={"X-Callback-Url": f"{callback_url}/done"},
+                timeout=10,
+            )
+            assert resp.status_code == 202 and resp.content == b""
+            call_id = resp.headers["X-Call-Id"]
+            wait_for(lambda: len(got) == 1, 20, "the callback")
+        headers, body = got[0]
+        assert (headers["X-Call-Id"], headers["X-Function-Name"], headers["X-Function-Status"]) == (
+            call_id,
+            "later",
+            "200",
+        )
+        assert float(headers["X-Duration-Seconds"]) > 0
+        assert body.startswith(b"method=POST query=x=1 ") and b"greeting=async" in body
+        assert body.endswith(b"queued payload")
+        assert served.describe("later")["invocationCount"] == 1
+        unknown = served.http.post(f"{served.url}/async-function/nope", data=b"x", timeout=10)
+        assert (unknown.status_code, unknown.text) == (404, "function nope not found\n")
 
     def test_pull_through_the_hosts_dir(
         self, containerd: Containerd, provider_factory: Callable[..., Served], seeded: Seeded, images: Images

@@ -72,9 +72,11 @@ class TestDigests:
             ("sha256", "invalid digest"),
             ("", "invalid digest"),
             (f"SHA256:{HEX}", "invalid digest"),
-            (f"sha256:{HEX}/x", "invalid digest"),
+            (f"sha256:{HEX}/x", "malformed digest"),
+            ("sha256:deadbeef", "malformed digest 'sha256:deadbeef': a sha256 digest is 'sha256:' and 64"),
+            (f"sha256:{HEX.upper()}", "malformed digest"),
         ],
-        ids=["sha512", "no-hex", "empty", "upper-algorithm", "slash"],
+        ids=["sha512", "no-hex", "empty", "upper-algorithm", "slash", "short-hex", "upper-hex"],
     )
     def test_invalid(self, digest: str, message: str) -> None:
         """Digests the cache cannot verify are DigestInvalid, saying why."""

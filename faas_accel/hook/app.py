@@ -1,20 +1,28 @@
 """The hook: a faas-provider API reverse proxy that sends every deploy through the NIC cache.
 
 Every route is forwarded unchanged (status, headers, `Authorization`, query, streaming bodies
-both ways). `POST|PUT /system/functions` is looked at first: the deploy is reported to the
-cache, the image prefetched with a bounded wait and rewritten to the mirror form. Responses
-of `GET /system/functions` and `GET /system/function/<name>` get the original image back.
-With a local registry address configured, `/v2/...` is streamed to the NIC cache too, so a
-runtime that insists on plain HTTP only for 127.0.0.1 (faasd) can pull through it.
+both ways). `POST|PUT /system/functions` is looked at first, and acted on only for a caller
+the provider accepts: the hook asks the provider `GET /system/function/<name>` with the
+caller's own credentials, and only if that answers as the deploy expects (404 for a create,
+200 for an update) does it prefetch the image with a bounded wait and rewrite it to the
+mirror form. The deploy is reported to the cache (popularity) only once the provider
+accepted it (2xx), so faas-cli's PUT (404) then POST counts once and a failed deploy never.
+Responses of `GET /system/functions` and `GET /system/function/<name>` get the original
+image back. With a local registry address configured, `/v2/...` is streamed to the NIC
+cache too, so a runtime that insists on plain HTTP only for 127.0.0.1 (faasd) can pull
+through it.
 
 The hook fails open: if the cache is unreachable or the prefetch fails, the original image
-is forwarded and the log says why.
+is forwarded and the log says why. One exception fails fast instead: an image whose
+registry the cache has no upstream for is refused at once with a 400 naming the registry
+(the VM reaches registries only through the NIC, so its own pull could only time out).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +31,7 @@ from flask import Flask, Response, request
 
 from ..httpstream import HOP_BY_HOP, forward_headers, request_body, response_chunks
 from .cache_client import CacheClient
-from .rewrite import RewritePolicy, plan_deploy, restore_images, rewritten_body
+from .rewrite import SKIP_ANNOTATION, DeployPlan, RewritePolicy, plan_deploy, restore_images, rewritten_body
 
 log = logging.getLogger("faas_accel.hook")
 
@@ -39,7 +47,6 @@ class HookConfig:
     prefetch_wait: float = 0.25  # seconds a deploy waits for its prefetch; the pull then joins the fill
     allow: frozenset[str] = field(default_factory=frozenset)  # registries to accelerate (all)
     deny: frozenset[str] = field(default_factory=frozenset)  # registries never accelerated
-    vm: str | None = None  # this VM's name in deploy events
     timeout: float = 600.0  # seconds to wait for the provider (deploys pull images)
 
     @property
@@ -88,13 +95,36 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
             resp.headers["Content-Length"] = length
         return resp
 
+    def caller_may(plan: DeployPlan) -> str | None:
+        """None if the provider, asked with the caller's credentials, answers as this deploy
+        expects (POST: no such function yet; PUT: it exists); else why the hook stays out."""
+        expected = 404 if request.method == "POST" else 200
+        params = {"namespace": plan.namespace} if plan.namespace else request.args.to_dict(flat=False)
+        name = urllib.parse.quote(plan.function or "", safe="")
+        answer = session.get(
+            f"{config.provider_url}/system/function/{name}",
+            params=params,
+            headers=forward_headers(request.headers),
+            timeout=(5, 30),
+        )
+        answer.close()
+        if answer.status_code == expected:
+            return None
+        return f"the provider answered {answer.status_code} to describing it; forwarding untouched"
+
     def deploy() -> Response:
-        body = request.get_data()
-        plan = plan_deploy(body, policy)
-        if client is not None and plan.accelerate and plan.image is not None:
+        plan = plan_deploy(request.get_data(), policy)
+        body = plan.body
+        accelerate = client is not None and plan.accelerate
+        if accelerate:
+            refused = caller_may(plan)
+            if refused is not None:
+                log.info("deploy %s: not accelerated: %s", plan.function, refused)
+                accelerate = False
+        if accelerate:
+            assert client is not None and plan.image is not None
             image = str(plan.image)
             try:
-                client.report_deploy(image, plan.function, config.vm)
                 progress = client.prefetch(image, config.prefetch_wait, transcode=plan.transcode)
             except requests.RequestException as exc:
                 log.warning(
@@ -104,6 +134,9 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
                     plan.original,
                 )
             else:
+                unknown = progress.get("unknown_registry")
+                if unknown:
+                    return _unknown_registry(plan, str(unknown))
                 if progress.get("state") in ("done", "running"):
                     body = rewritten_body(plan, policy)
                     log.info(
@@ -121,20 +154,30 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
                         image,
                         progress.get("errors") or progress,
                     )
-        elif client is not None:
+        elif client is not None and not plan.accelerate:
             log.info("deploy %s: not accelerated: %s", plan.function, plan.reason)
-        return relay(forward("system/functions", body))
+        upstream = forward("system/functions", body)
+        if accelerate and 200 <= upstream.status_code < 300:
+            report(plan)
+        return relay(upstream)
+
+    def report(plan: DeployPlan) -> None:
+        assert client is not None
+        try:
+            client.report_deploy(str(plan.image), plan.function)
+        except requests.RequestException as exc:
+            log.warning("deploy %s: could not report it to the NIC cache: %s", plan.function, exc)
 
     @app.route("/system/functions", methods=["GET", "POST", "PUT", "DELETE"])
     def functions() -> Response:
         if request.method in ("POST", "PUT"):
             return deploy()
         upstream = forward("system/functions", request_body())
-        return _restored(upstream, relay)
+        return _restored(upstream, relay, policy.mirror_host)
 
     @app.route("/system/function/<path:name>", methods=["GET"])
     def function(name: str) -> Response:
-        return _restored(forward(f"system/function/{name}", None), relay)
+        return _restored(forward(f"system/function/{name}", None), relay, policy.mirror_host)
 
     @app.route("/v2/", defaults={"rest": ""}, methods=["GET", "HEAD"])
     @app.route("/v2/<path:rest>", methods=["GET", "HEAD"])
@@ -160,12 +203,24 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
 _ALL = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def _restored(upstream: requests.Response, relay: Any) -> Response:
+def _restored(upstream: requests.Response, relay: Any, mirror_host: str) -> Response:
     if upstream.status_code != 200 or "json" not in upstream.headers.get("Content-Type", "json"):
         return relay(upstream)  # type: ignore[no-any-return]
     body = upstream.content
-    fixed = restore_images(body)
+    fixed = restore_images(body, mirror_host)
     return relay(upstream, fixed if fixed is not None else body)  # type: ignore[no-any-return]
+
+
+def _unknown_registry(plan: DeployPlan, registry: str) -> Response:
+    log.warning("deploy %s: registry %s of %s is not configured on the NIC cache", plan.function,
+                registry, plan.original)  # fmt: skip
+    message = (
+        f"faas-accel hook: cannot deploy {plan.function}: registry {registry} (of image "
+        f"{plan.original}) is not configured on the NIC cache, and this VM reaches registries only "
+        f"through it. Add {registry} to the cache's upstreams, or deploy with the annotation "
+        f'{SKIP_ANNOTATION}: "true" to have the runtime pull it directly.'
+    )
+    return Response(message + "\n", 400, content_type="text/plain; charset=utf-8")
 
 
 def _provider_down(exc: requests.RequestException) -> Response:
@@ -190,6 +245,5 @@ def from_env() -> Flask:
             prefetch_wait=float(env.get("FAAS_ACCEL_HOOK_PREFETCH_WAIT", "0.25")),
             allow=regs("FAAS_ACCEL_HOOK_ALLOW"),
             deny=regs("FAAS_ACCEL_HOOK_DENY"),
-            vm=env.get("FAAS_ACCEL_HOOK_VM") or None,
         )
     )

@@ -18,17 +18,22 @@ class CacheClient:
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 
-    def report_deploy(self, image: str, function: str | None, vm: str | None) -> None:
-        """Record a deploy for popularity (best effort: errors other than transport are ignored)."""
+    def report_deploy(self, image: str, function: str | None) -> None:
+        """Record an accepted deploy for popularity (best effort: errors other than transport
+        are ignored). The cache knows this VM by the address the report comes from, as it
+        knows the VM's pulls."""
         self.session.post(
             f"{self.url}/api/v1/events/deploy",
-            json={"image": image, "function": function, "vm": vm},
+            json={"image": image, "function": function},
             timeout=self.timeout,
         ).close()
 
     def prefetch(self, image: str, wait: float, *, transcode: bool = True) -> dict[str, Any]:
         """Fill `image`, waiting at most `wait` seconds; the cache's progress document.
-        `transcode` False keeps the image's layers as pushed (a function's annotation)."""
+        `transcode` False keeps the image's layers as pushed (a function's annotation).
+
+        A refusal becomes `{"state": "failed", "errors": [...]}`; when the cache has no
+        upstream for the image's registry, `"unknown_registry"` names it."""
         doc: dict[str, Any] = {"image": image, "wait": wait}
         if not transcode:
             doc["transcode"] = False
@@ -42,7 +47,13 @@ class CacheClient:
                 body: dict[str, Any] = resp.json()
             except ValueError:
                 return {"state": "failed", "errors": [f"HTTP {resp.status_code}: {resp.text[:200]}"]}
-        if "state" not in body:
-            errors = body.get("errors") or [{"message": f"HTTP {resp.status_code}"}]
-            return {"state": "failed", "errors": [e.get("message", str(e)) for e in errors]}
-        return body
+        if "state" in body:
+            return body
+        errors = body.get("errors") or [{"message": f"HTTP {resp.status_code}"}]
+        out: dict[str, Any] = {"state": "failed", "errors": [e.get("message", str(e)) for e in errors]}
+        first = errors[0] if isinstance(errors[0], dict) else {}
+        detail = first.get("detail")
+        registry = detail.get("registry") if isinstance(detail, dict) else None
+        if first.get("code") == "NAME_UNKNOWN" and isinstance(registry, str):
+            out["unknown_registry"] = registry
+        return out

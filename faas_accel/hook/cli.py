@@ -46,7 +46,6 @@ def hook() -> None:
 )
 @click.option("--allow", multiple=True, help="registry to accelerate (repeatable; default: all)")
 @click.option("--deny", multiple=True, help="registry never accelerated (repeatable)")
-@click.option("--vm", default=None, help="this VM's name in deploy events")
 @click.option("--workers", type=click.IntRange(1), default=2, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=32, show_default=True)
 def serve(
@@ -59,7 +58,6 @@ def serve(
     prefetch_wait: float,
     allow: tuple[str, ...],
     deny: tuple[str, ...],
-    vm: str | None,
     workers: int,
     threads: int,
 ) -> None:
@@ -76,7 +74,6 @@ def serve(
             "FAAS_ACCEL_HOOK_PREFETCH_WAIT": str(prefetch_wait),
             "FAAS_ACCEL_HOOK_ALLOW": ",".join(allow),
             "FAAS_ACCEL_HOOK_DENY": ",".join(deny),
-            "FAAS_ACCEL_HOOK_VM": vm or "",
         }
     )
     argv = [

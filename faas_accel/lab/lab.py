@@ -322,8 +322,6 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
                     if spec.runtime == "docker"
                     else ["--mirror-host", f"{NIC_IP}:{CACHE_PORT}"]
                 ),
-                "--vm",
-                vm.name,
             ],
             d / "hook.log",
             netns=vm.netns,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -31,7 +31,11 @@ from .model import (
     parse_scale,
     parse_time,
 )
+from .secrets import SecretStore, parse_secret
 from .service import Provider
+
+if TYPE_CHECKING:
+    from .asyncq import AsyncQueue
 
 EXTENSION = "faas_accel_provider"
 PROVIDER_NAME = "faas-accel-provider"
@@ -48,6 +52,8 @@ class Services:
     config: ProviderConfig
     credentials: Credentials | None
     session: requests.Session  # for proxied invocations
+    secrets: SecretStore
+    calls: AsyncQueue  # /async-function/ invocations
     metrics: DeployMetrics
 
 
@@ -171,6 +177,33 @@ def logs() -> Response:
                 close()  # a client that went away ends the follow (and its docker stream) now
 
     return Response(render(), content_type="application/x-ndjson")
+
+
+@bp.get("/system/secrets")
+def list_secrets() -> Response:
+    namespace = check_namespace(request.args.get("namespace"))
+    return jsonify([{"name": n, "namespace": namespace} for n in services().secrets.names(namespace)])
+
+
+@bp.post("/system/secrets")
+def create_secret() -> Response:
+    secret = parse_secret(request.get_data(), request.args.get("namespace"))
+    services().secrets.create(secret)
+    return Response(status=201)
+
+
+@bp.put("/system/secrets")
+def update_secret() -> Response:
+    secret = parse_secret(request.get_data(), request.args.get("namespace"))
+    services().secrets.update(secret)
+    return Response(status=200)
+
+
+@bp.delete("/system/secrets")
+def delete_secret() -> Response:
+    secret = parse_secret(request.get_data(), request.args.get("namespace"))
+    services().secrets.delete(secret.namespace, secret.name)
+    return Response(status=200)
 
 
 @health_bp.get("/healthz")

@@ -6,6 +6,7 @@ ONE gunicorn worker with threads; `cli.py` enforces that.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 
@@ -16,12 +17,16 @@ from werkzeug.exceptions import HTTPException
 
 from .api import EXTENSION, Services, health_bp
 from .api import bp as system_bp
+from .asyncq import AsyncQueue, deliver
+from .asyncq import bp as async_bp
 from .auth import load_credentials
 from .config import ProviderConfig
 from .errors import ProviderError
 from .metrics import DeployMetrics
+from .model import NAMESPACE
 from .proxy import bp as proxy_bp
 from .runtime import Runtime
+from .secrets import SecretStore
 from .service import Provider
 from .store import FunctionStore
 
@@ -56,11 +61,12 @@ def create_app(config: ProviderConfig, *, runtime: Runtime | None = None) -> Fla
         load_credentials(config.auth_user, config.auth_password_file) if config.auth_password_file else None
     )
     store = FunctionStore(config.state_dir / "functions.json", config.port_range)
+    secrets = SecretStore(config.state_dir / "secrets")
     metrics = DeployMetrics()
     provider = Provider(
         runtime or make_runtime(config),
         store,
-        secrets_dir=config.state_dir / "secrets",
+        secrets_dir=secrets.root / NAMESPACE,
         ready_timeout=config.ready_timeout,
         on_deployed=metrics.observe,
     )
@@ -69,10 +75,16 @@ def create_app(config: ProviderConfig, *, runtime: Runtime | None = None) -> Fla
     session.trust_env = False  # invocations go to 127.0.0.1, never through a proxy
     adapter = requests.adapters.HTTPAdapter(pool_maxsize=64)
     session.mount("http://", adapter)
-    app.extensions[EXTENSION] = Services(provider, config, credentials, session, metrics)
+    run = functools.partial(
+        deliver, endpoint=provider.endpoint, count=provider.count_invocation, session=session,
+        timeout=config.invoke_timeout,
+    )  # fmt: skip
+    calls = AsyncQueue(run, workers=config.async_workers, max_queued=config.async_queue)
+    app.extensions[EXTENSION] = Services(provider, config, credentials, session, secrets, calls, metrics)
     app.register_blueprint(system_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(proxy_bp)
+    app.register_blueprint(async_bp)
     app.register_error_handler(ProviderError, _provider_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected)

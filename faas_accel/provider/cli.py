@@ -45,7 +45,7 @@ def provider() -> None:
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="function records, logs and pid files; secrets in <state-dir>/secrets/<name>",
+    help="function records, logs and pid files; secrets in <state-dir>/secrets/<namespace>/<name>",
 )
 @click.option("--auth-user", default="admin", show_default=True)
 @click.option(
@@ -68,6 +68,20 @@ def provider() -> None:
 @click.option("--pull-timeout", type=float, default=600.0, show_default=True)
 @click.option("--stop-grace", type=float, default=2.0, show_default=True, help="SIGTERM -> SIGKILL seconds")
 @click.option("--invoke-timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--async-workers",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="threads running /async-function/ calls",
+)
+@click.option(
+    "--async-queue",
+    type=click.IntRange(1),
+    default=1000,
+    show_default=True,
+    help="async calls that may wait (more get 429)",
+)
 @click.option("--ctr", "ctr_path", default="ctr", show_default=True, help="the ctr binary")
 @click.option("--threads", type=click.IntRange(4), default=64, show_default=True)
 def serve(
@@ -85,6 +99,8 @@ def serve(
     pull_timeout: float,
     stop_grace: float,
     invoke_timeout: float,
+    async_workers: int,
+    async_queue: int,
     ctr_path: str,
     threads: int,
 ) -> None:
@@ -106,6 +122,8 @@ def serve(
         pull_timeout=pull_timeout,
         stop_grace=stop_grace,
         invoke_timeout=invoke_timeout,
+        async_workers=async_workers,
+        async_queue=async_queue,
         ctr=ctr_path,
     )
     env = dict(os.environ)

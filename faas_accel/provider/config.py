@@ -28,7 +28,7 @@ class ProviderConfig:
 
     runtime: str  # "containerd" or "docker"
     address: str  # containerd's socket path, or dockerd's base URL (unix:///...)
-    state_dir: Path  # function records, logs, pid files; secrets in <state_dir>/secrets
+    state_dir: Path  # function records, logs, pid files; secrets in <state_dir>/secrets/<namespace>
     namespace: str = "openfaas-fn"  # containerd namespace (containerd only)
     hosts_dir: Path | None = None  # containerd hosts.toml tree for pulls (ctr --hosts-dir); None: none
     auth_user: str = "admin"
@@ -38,6 +38,8 @@ class ProviderConfig:
     pull_timeout: float = 600.0  # seconds an image pull may take
     stop_grace: float = 2.0  # seconds between SIGTERM and SIGKILL when stopping a function
     invoke_timeout: float = 300.0  # seconds an invocation may wait for the function's answer
+    async_workers: int = 1  # threads running /async-function/ calls (the queue-worker's max_inflight)
+    async_queue: int = 1000  # async calls that may wait; more are refused with 429
     ctr: str = "ctr"  # the ctr binary (containerd only)
 
     def __post_init__(self) -> None:

@@ -4,6 +4,10 @@
     ├── InvalidRequest            400  bad JSON, a bad name, namespace, quantity or query
     ├── FunctionNotFound          404  no such function
     ├── FunctionExists            409  POST of a function that is already deployed
+    ├── SecretNotFound            404  no such secret
+    ├── SecretExists              409  POST of a secret that already exists
+    ├── QueueFull                 429  the async queue holds as many calls as it may
+    ├── PayloadTooLarge           413  an async call's body is over the limit
     ├── NoEndpoints               503  the function has no running instance to proxy to
     └── RuntimeFailed             500  the container runtime refused or failed (its reason)
         ├── PullFailed            500  the image could not be pulled
@@ -38,6 +42,30 @@ class FunctionExists(ProviderError):
     """A create (POST) named a function that is already deployed; use PUT to update it."""
 
     status = 409
+
+
+class SecretNotFound(ProviderError):
+    """The secret does not exist."""
+
+    status = 404
+
+
+class SecretExists(ProviderError):
+    """A create (POST) named a secret that already exists; use PUT to update it."""
+
+    status = 409
+
+
+class QueueFull(ProviderError):
+    """The async queue is full; the caller may retry later."""
+
+    status = 429
+
+
+class PayloadTooLarge(ProviderError):
+    """A request body is larger than the provider keeps in memory."""
+
+    status = 413
 
 
 class NoEndpoints(ProviderError):

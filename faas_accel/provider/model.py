@@ -22,6 +22,7 @@ NAME_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_NAME = 63
 PLAIN_HTTP_HOSTS = frozenset({"localhost", "127.0.0.1"})
 SECRET_RE = re.compile(r"[A-Za-z0-9][-._A-Za-z0-9]*")
+MAX_SECRET_NAME = 253
 
 _BINARY_SUFFIX = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "Pi": 1 << 50, "Ei": 1 << 60}
 _DECIMAL_SUFFIX = {
@@ -52,6 +53,18 @@ def check_name(name: Any, what: str = "service") -> str:
         raise InvalidRequest(
             f"{what} {name!r} is not valid: lowercase letters, digits and '-', "
             f"starting and ending with a letter or digit, at most {MAX_NAME} characters"
+        )
+    return name
+
+
+def check_secret_name(name: Any) -> str:
+    """A secret name is a file name: letters, digits, '-', '.', '_', no '..', at most 253."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("non-empty name is required")
+    if len(name) > MAX_SECRET_NAME or not SECRET_RE.fullmatch(name) or ".." in name:
+        raise InvalidRequest(
+            f"secret name {name!r} is not valid: letters, digits, '-', '.' and '_', "
+            f"starting with a letter or digit, no '..', at most {MAX_SECRET_NAME} characters"
         )
     return name
 
@@ -165,8 +178,7 @@ class FunctionDeployment:
         image_ref(image)
         secrets = _str_list(doc.get("secrets"), "secrets")
         for secret in secrets:
-            if not SECRET_RE.fullmatch(secret):
-                raise InvalidRequest(f"secret name {secret!r} is not valid")
+            check_secret_name(secret)
         return cls(
             service=service,
             image=image,

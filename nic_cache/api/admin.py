@@ -14,9 +14,9 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
-from ..errors import NameInvalid, NicCacheError, Unauthorized
+from ..errors import NameInvalid, Unauthorized
 from ..images import delete_image, list_images
-from ..popularity import Use, rank
+from ..policy import prewarm as prewarm_choice
 from ..prewarm.footprint import footprint
 from ..prewarm.spec import NAME_RE
 from ..reference import parse_image
@@ -171,7 +171,8 @@ def evict() -> Response:
 
 @bp.post("/events/deploy")
 def deploy_event() -> Response:
-    """Record a deploy reported by the hook, for popularity."""
+    """Record a deploy reported by the hook, for popularity. The client is `vm` if given, else
+    the caller's address: the hook omits `vm`, so a VM's deploys and pulls are one client."""
     data = _body()
     image = data.get("image")
     if not isinstance(image, str):
@@ -211,10 +212,10 @@ def popular() -> Response:
     min_pulls = _query("min_pulls", "0", _count)
     svc = services()
     now = svc.store.clock()
-    uses = (Use.from_row(r) for r in svc.store.pulls(since=now - window))
-    upstreams = svc.upstreams.names()
-    ranked = rank(uses, now=now, half_life=half_life, window=window, limit=limit, min_uses=min_pulls,
-                  keep=lambda image: _registry(image) in upstreams)  # fmt: skip
+    ranked = prewarm_choice.popular(
+        svc.store.pulls(since=now - window), now=now, half_life=half_life, window=window,
+        limit=limit, min_uses=min_pulls, registries=svc.upstreams.names(),
+    )  # fmt: skip
     images = []
     for p in ranked:
         size, cached = footprint(svc.store, p.image)
@@ -223,13 +224,6 @@ def popular() -> Response:
             "vms": p.clients, "last_seen": p.last_seen, "size": size, "cached": cached,
         })  # fmt: skip
     return jsonify({"now": now, "window": window, "half_life": half_life, "images": images})
-
-
-def _registry(image: str) -> str | None:
-    try:
-        return parse_image(image).registry
-    except NicCacheError:
-        return None
 
 
 @bp.get("/prewarm")

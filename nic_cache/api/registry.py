@@ -46,9 +46,9 @@ def _manifest(svc: Services, route: Route, reference: str, name: str) -> Respons
     result = svc.mirror.manifest(route, reference, request.headers.get("Accept"))
     kind = "manifest"
     if result.source == "miss":
-        svc.metrics.misses.labels(kind).inc()
+        svc.metrics.misses.labels(kind, route.upstream).inc()
     else:
-        svc.metrics.hits.labels(kind).inc()
+        svc.metrics.hits.labels(kind, route.upstream).inc()
     if ":" not in reference:  # a pull starts with the tag; count it once, there
         svc.store.log_pull(
             f"{route.upstream}/{route.repository}:{reference}",
@@ -87,10 +87,10 @@ def _blob(svc: Services, route: Route, digest: str) -> Response:
         return resp
     got = svc.mirror.blob(route, digest)
     if isinstance(got, BlobHit):
-        svc.metrics.hits.labels("blob").inc()
+        svc.metrics.hits.labels("blob", route.upstream).inc()
         size = got.size
     else:
-        svc.metrics.misses.labels("blob").inc()
+        svc.metrics.misses.labels("blob", route.upstream).inc()
         size = got.fill.size
     try:
         start, end, status = _range(size)

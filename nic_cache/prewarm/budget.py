@@ -5,10 +5,11 @@
   if the worker dies).
 - Bandwidth: one token bucket for all background fills together, its state (tokens, time)
   in `tmp/prewarm-bucket.lock` under flock. Each chunk the copy loop reads takes its size in
-  tokens, going into debt if need be, and the loop sleeps the debt off before reading on.
+  tokens, going into debt if need be, and the loop sleeps the debt off before reading on
+  (the arithmetic and the decision to read on are nic_cache/policy/pacing.py).
 - Live first: a background fill that a client now waits on (`Fills.live_reader`) is not
   paced any more at all. While any client waits on any fill (`Fills.live_misses`), the
-  other background fills pause, reading one chunk at most every KEEPALIVE seconds so the
+  other background fills pause, reading one chunk at most every `pacing.KEEPALIVE` seconds so the
   upstream does not hang up, and no new background fill starts.
 
 Live misses never meet any of this: they lead or follow fills without a pacer.
@@ -24,11 +25,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from ..fill import Fills, Pacer
+from ..policy import pacing
 
 DEFAULT_LIMITS = {"concurrency": 2, "bandwidth": 0}  # when no prewarm file says otherwise
 POLL = 0.05  # seconds between looks at the live markers while waiting
-KEEPALIVE = 5.0  # a paused background fill still reads a chunk this often
-BURST = 0.1  # seconds of bandwidth a quiet bucket may hand out at once
 
 
 class Budget:
@@ -103,10 +103,11 @@ class BackgroundPacer:
                 self.live = True
                 return
             now = self.clock()
-            paused = now - self._progress < KEEPALIVE and self.fills.live_misses()
-            if not paused and now >= until:
+            live = self.fills.live_misses()
+            if pacing.may_read(now=now, until=until, progress_at=self._progress, live_misses=live):
                 break
-            self.sleep(POLL if paused else min(POLL, until - now))
+            held = pacing.paused(now=now, progress_at=self._progress, live_misses=live)
+            self.sleep(POLL if held else min(POLL, until - now))
         self._progress = self.clock()
 
 
@@ -118,7 +119,6 @@ class SharedBucket:
     def __init__(self, path: str, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.path = path
         self.rate = rate  # bytes per second
-        self.burst = max(64 * 1024, rate * BURST)
         self.clock = clock
 
     def take(self, nbytes: int) -> float:
@@ -127,14 +127,9 @@ class SharedBucket:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.pread(fd, struct.calcsize(self._FMT), 0)
-            now = self.clock()
-            tokens: float
-            stamp: float
-            tokens, stamp = struct.unpack(self._FMT, raw) if len(raw) == 16 else (self.burst, now)
-            if stamp > now:  # a clock from before a reboot
-                tokens, stamp = self.burst, now
-            tokens = min(self.burst, tokens + (now - stamp) * self.rate) - nbytes
-            os.pwrite(fd, struct.pack(self._FMT, tokens, now), 0)
+            state = pacing.Bucket(*struct.unpack(self._FMT, raw)) if len(raw) == 16 else None
+            state, wait = pacing.take(state, now=self.clock(), rate=self.rate, nbytes=nbytes)
+            os.pwrite(fd, struct.pack(self._FMT, state.tokens, state.stamp), 0)
         finally:
             os.close(fd)
-        return max(0.0, -tokens / self.rate)
+        return wait

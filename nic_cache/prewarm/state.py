@@ -25,6 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import NameInvalid, NameUnknown, StoreError
+from ..policy.pins import reconcile
 from ..sqlitedb import Database
 from ..store import Store
 from .budget import DEFAULT_LIMITS
@@ -304,10 +305,10 @@ class PrewarmState:
         wanted: set[str] = set()
         for row in rows:
             wanted.update(self.store.closure(row["digest"]))
-        current = self.store.pinned()
-        self.store.set_pinned(sorted(current - wanted), False)
-        self.store.set_pinned(sorted(wanted - current), True)
-        return len(wanted - current), len(current - wanted)
+        to_pin, to_unpin = reconcile(wanted, self.store.pinned())
+        self.store.set_pinned(to_unpin, False)
+        self.store.set_pinned(to_pin, True)
+        return len(to_pin), len(to_unpin)
 
     def _drop_unregistered_pins(self, registration: dict[str, Any]) -> None:
         keep = [f"schedule:{s['name']}" for s in registration.get("schedules") or [] if s.get("pin")]
