@@ -317,6 +317,16 @@ class Transcoder:
             return result
         return ManifestResult(body, info.media_type or result.media_type, variant, result.source)
 
+    def variant_state(self, manifest: str) -> str:
+        """`ready` (a variant is stored whole), `none` (there will be none: transcoding off or
+        refused) or `pending` (not made yet)."""
+        if not self.enabled:
+            return "none"
+        if self.stored_variant(manifest) is not None:
+            return "ready"
+        known = self.index.get(manifest, self.settings.encoding)
+        return "none" if known is not None and known.digest is None else "pending"
+
     def stored_variant(self, manifest: str) -> str | None:
         """The digest of `manifest`'s variant if it and every blob it names are stored."""
         known = self.index.get(manifest, self.settings.encoding) if self.enabled else None

@@ -132,6 +132,7 @@ class Paper:
             wan_rtt=settings.wan_rtt,
             wan_setup=settings.wan_setup,
             workdir=settings.workdir,
+            fanout=False,  # each mode's VMs pull for themselves; the demo measures fan-out
         ).validate()
         fns = seed.stack_functions(settings.stack)
         self.functions = {k: v for k, v in fns.items() if not settings.functions or k in settings.functions}

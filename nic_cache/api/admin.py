@@ -130,11 +130,13 @@ def prefetch() -> tuple[Response, int]:
 def images() -> Response:
     """Every cached image with how much of it is stored."""
     svc = services()
+    tc = svc.transcoder
     out = [
         {
             **asdict(i),
             "complete": i.complete,
-            "variant": svc.transcoder.stored_variant(i.digest) if i.digest else None,
+            "variant": tc.stored_variant(i.digest) if i.digest else None,
+            "variant_state": tc.variant_state(i.digest) if i.digest else "none",
         }
         for i in list_images(svc.store)
     ]
