@@ -156,7 +156,9 @@ def run_cmd(interval: str, **kw: Any) -> None:
 
 @prepull.command("fanout")
 @_options
-@click.option("--vm", required=True, help="this VM's name, as its hook reports deploys (--vm)")
+@click.option(
+    "--vm", required=True, help="this VM as the NIC knows its deploys: its address (the hook reports from it)"
+)
 @click.option(
     "--state",
     "state_file",

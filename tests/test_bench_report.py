@@ -633,3 +633,24 @@ class TestTimeSavedModel:
         assert report.time_saved(4.0, 1.0, 1) == 0.0
         assert report.time_saved(4.0, 1.0, 4) == pytest.approx(1 - 7 / 16)
         assert report.time_saved(None, 1.0, 4) is None and report.time_saved(0.0, 1.0, 4) is None
+
+
+class TestLastHopTargets:
+    def test_cached_against_direct_at_the_largest_n(self) -> None:
+        """hello and heavy at the largest N: 60 % below direct at 1 Gbit, 90 % at 100 Mbit."""
+        rows = [
+            sample("scale", mode, "first-invoke", secs, image=f"registry.lab/faas/{fn}:0.1.0", users=users)
+            for fn, mode, secs, users in (
+                ("hello", "direct", 2.0, 4),
+                ("hello", "cached", 0.5, 4),
+                ("heavy", "direct", 5.0, 4),
+                ("heavy", "cached", 2.5, 4),
+                ("heavy", "cached", 0.1, 1),  # a smaller N is not the target's
+            )
+        ]
+        fast = {t.what.split(",")[0]: t for t in report.last_hop_targets(rows, "1gbit")}
+        assert (fast["hello"].met, fast["heavy"].met) == (True, False)
+        assert fast["heavy"].measured == "50.0% below (2.50 s vs 5.00 s)"
+        slow = report.last_hop_targets(rows, "100mbit")
+        assert [t.met for t in slow] == [False, False] and "90%" in slow[0].what
+        assert report.last_hop_targets([], "1gbit") == []

@@ -335,7 +335,7 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
             daemons.start(
                 "fanout",
                 [
-                    PY, "-m", "faas_accel", "prepull", "fanout", "--cache", spec.cache_url, "--vm", vm.name,
+                    PY, "-m", "faas_accel", "prepull", "fanout", "--cache", spec.cache_url, "--vm", vm.ip,
                     "--state", str(d / "fanout.json"), "--budget", spec.fanout_budget, *where,
                 ],
                 d / "fanout.log",
