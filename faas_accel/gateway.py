@@ -7,10 +7,13 @@ basic auth and `labels`/`annotations` as `{}`. Used by the lab demo, the benchma
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import requests
+
+from .provider.phases import HEADER as PHASES_HEADER
+from .provider.phases import parse_server_timing
 
 
 class GatewayError(RuntimeError):
@@ -26,6 +29,8 @@ class Timing:
     deploy_s: float
     first_invoke_s: float
     body: bytes
+    # the provider's deploy phases in seconds (its Server-Timing header; empty if it sent none)
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def deployment(name: str, image: str, **extra: Any) -> dict[str, Any]:
@@ -113,8 +118,9 @@ class Gateway:
     def cold_start(self, name: str, image: str, body: bytes = b"", **extra: Any) -> Timing:
         """Deploy and invoke until the first 200, timing both from the moment the deploy is sent."""
         t0 = time.monotonic()
-        self.deploy(name, image, **extra)
+        deployed = self.deploy(name, image, **extra)
         t1 = time.monotonic()
         resp = self.wait_invocable(name, body)
         t2 = time.monotonic()
-        return Timing(name, image, t1 - t0, t2 - t0, resp.content)
+        phases = parse_server_timing(deployed.headers.get(PHASES_HEADER))
+        return Timing(name, image, t1 - t0, t2 - t0, resp.content, phases)

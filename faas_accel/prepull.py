@@ -113,6 +113,8 @@ class Runtime(Protocol):
 class ContainerdPuller:
     """`ctr images pull` into one containerd namespace (the one the provider deploys into)."""
 
+    reads_zstd = True  # containerd >= 1.5 unpacks zstd layers (the NIC's variants)
+
     def __init__(
         self, address: str, namespace: str, hosts_dir: str | None, ctr: str = "ctr", user: str | None = None
     ) -> None:
@@ -136,6 +138,14 @@ class ContainerdPuller:
     def digests(self) -> dict[str, set[str]]:
         return ctr_digests(self._ctr("images", "ls", timeout=60))
 
+    def in_use(self) -> set[str]:
+        """Images the namespace's containers were created from (`ctr containers ls`: ID IMAGE RUNTIME)."""
+        lines = self._ctr("containers", "ls", timeout=60).splitlines()[1:]
+        return {f[1] for f in (line.split() for line in lines) if len(f) > 1}
+
+    def remove(self, name: str) -> None:
+        self._ctr("images", "rm", name, timeout=60)
+
     def pull(self, source: str, name: str) -> None:
         args = ["images", "pull", "--plain-http"]
         if self.user:
@@ -157,9 +167,19 @@ class DockerPuller:
     daemon, and `prepull` never contacts dockerd before it has something to pull.
     """
 
+    reads_zstd = False  # Docker 20.10 fails on zstd layers ("invalid tar header")
+
     def __init__(self, base_url: str) -> None:
         self.base_url = base_url
         self._client: Any = None
+
+    def in_use(self) -> set[str]:
+        """Image names the daemon's containers (any state) were created from."""
+        found = self._call("list containers", lambda api: api.containers(all=True))
+        return {str(c.get("Image")) for c in found}
+
+    def remove(self, name: str) -> None:
+        self._call(f"remove {name}", lambda api: api.remove_image(name))
 
     def _call(self, what: str, fn: Callable[[Any], Any]) -> Any:
         import docker
@@ -269,6 +289,10 @@ class Prepuller:
     def close(self) -> None:
         """Close the connections to the NIC."""
         self.session.close()
+
+    def get_json(self, path: str) -> dict[str, Any]:
+        """`GET /api/v1/<path>` of the NIC as a JSON object; PrepullError otherwise."""
+        return self._get(path)
 
     def _get(self, path: str) -> dict[str, Any]:
         url = f"{self.cache_url}/api/v1/{path}"

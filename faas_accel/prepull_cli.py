@@ -15,6 +15,7 @@ import signal
 import threading
 from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import click
@@ -24,6 +25,7 @@ from nic_cache.reference import HOST_RE, parse_image
 from nic_cache.units import parse_duration, parse_size
 
 from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
+from .prepull_fanout import Fanout
 
 CREDS_ENV = "FAAS_ACCEL_REGISTRY_CREDS"  # user:password of the VM, for ctr --user
 
@@ -156,3 +158,30 @@ def run_cmd(interval: str, **kw: Any) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     serve(puller.once, every, stop)
+
+
+@prepull.command("fanout")
+@_options
+@click.option(
+    "--vm", required=True, help="this VM as the NIC knows its deploys: its address (the hook reports from it)"
+)
+@click.option(
+    "--state",
+    "state_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("/var/lib/faas-accel/prepull-fanout.json"),
+    show_default=True,
+    help="where the images fan-out pulled (and counts against --budget) are recorded",
+)
+def fanout_cmd(vm: str, state_file: Path, **kw: Any) -> None:
+    """Pull what other VMs just deployed (the NIC's deploy feed) within --budget, until SIGTERM.
+
+    Least recently used images fan-out pulled make room; an image a container uses stays.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    puller = _prepuller(kw)
+    agent = Fanout(puller, vm, budget=puller.budget, state_file=state_file)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    agent.serve(stop)

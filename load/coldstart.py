@@ -40,6 +40,8 @@ from faas_accel.lab.lab import mirror_host, reset_peer, runtime_args, status
 from faas_accel.lab.seed import stack_functions
 from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
 from faas_accel.lab.vmctl import forget_images
+from faas_accel.provider.phases import HEADER as PHASES_HEADER
+from faas_accel.provider.phases import parse_server_timing
 
 MODES = ("direct", "cached", "prewarmed", "prepulled", "peer")
 REPO = Path(__file__).resolve().parents[1]
@@ -226,7 +228,15 @@ class ColdStart(User):
             return f"{self.peer}/{image.removeprefix(REGISTRY_HOST + '/')}"
         return image
 
-    def _fire(self, kind: str, name: str, seconds: float, length: int, exc: Exception | None) -> None:
+    def _fire(
+        self,
+        kind: str,
+        name: str,
+        seconds: float,
+        length: int,
+        exc: Exception | None,
+        phases: dict[str, float] | None = None,
+    ) -> None:
         self.environment.events.request.fire(
             request_type=kind,
             name=name,
@@ -246,6 +256,8 @@ class ColdStart(User):
                 "seconds": round(seconds, 4),
                 "error": (str(exc) or type(exc).__name__) if exc else "",
             }
+            if phases:  # the provider's deploy phases (Server-Timing), seconds
+                sample["phases"] = {k: round(v, 4) for k, v in phases.items()}
             with open(path, "a") as fh:  # one write per line: users append concurrently
                 fh.write(json.dumps(sample) + "\n")
 
@@ -265,11 +277,12 @@ class ColdStart(User):
         ref = self._image(image)
         t0 = time.perf_counter()
         try:
-            gateway.deploy(name, ref)
+            deployed = gateway.deploy(name, ref)
         except (GatewayError, requests.RequestException) as exc:
             self._fire("deploy", image, time.perf_counter() - t0, 0, exc)
             return
-        self._fire("deploy", image, time.perf_counter() - t0, 0, None)
+        phases = parse_server_timing(deployed.headers.get(PHASES_HEADER))
+        self._fire("deploy", image, time.perf_counter() - t0, 0, None, phases)
         try:
             resp = gateway.wait_invocable(name, deadline_s=120)
             self._fire("first-invoke", image, time.perf_counter() - t0, len(resp.content), None)

@@ -78,6 +78,7 @@ SELECT 1 FROM repo_manifests rm JOIN manifest_refs a ON a.manifest = rm.manifest
  WHERE rm.upstream = :u AND rm.repository = :r AND b.child = :d
 LIMIT 1
 """
+_SOURCE = "SELECT source FROM derived WHERE digest = ?"
 
 
 class Access:
@@ -164,10 +165,16 @@ class Access:
             raise error(f"{digest} is not in {route.upstream}/{route.repository}", detail={"digest": digest})
 
     def referenced(self, route: Route, digest: str) -> bool:
-        """Whether a manifest recorded for the repository is, or references, `digest`."""
-        args = {"u": route.upstream, "r": route.repository, "d": digest}
+        """Whether a manifest recorded for the repository is, or references, `digest` — or the
+        blob `digest` was derived from (a re-encoded layer or variant manifest, transcoder.py):
+        what the cache derived from a repository's content is that repository's content."""
         try:
-            return bool(self.store._conn().execute(_REFERENCED, args).fetchall())
+            conn = self.store._conn()
+            for subject in (digest, *(r[0] for r in conn.execute(_SOURCE, (digest,)).fetchall())):
+                args = {"u": route.upstream, "r": route.repository, "d": subject}
+                if conn.execute(_REFERENCED, args).fetchall():
+                    return True
+            return False
         except sqlite3.Error as exc:
             raise StoreError(f"index query failed: {exc}") from exc
 

@@ -26,6 +26,7 @@ from .prewarm.state import PrewarmState
 from .proxy import Mirror
 from .services import Services, services
 from .store import Store
+from .transcoder import Transcoder
 from .upstream import Upstreams
 
 log = logging.getLogger(__name__)
@@ -52,13 +53,15 @@ def create_app(
                     on_passthrough=lambda reason: metrics.passthrough.labels(reason).inc(),
                     on_manifest=access.record)  # fmt: skip
     prewarm = PrewarmState(store)
+    transcoder = Transcoder(store, config.transcode, on_layer=metrics.count_transcode)
     prefetcher = Prefetcher(
         mirror, platforms=config.platforms, budget=Budget(fills, prewarm.limits),
-        record_pin=prewarm.record_pin,
+        record_pin=prewarm.record_pin, on_filled=transcoder.submit,
     )
     app.extensions["nic_cache"] = Services(
         config=config, store=store, upstreams=upstreams, fills=fills, mirror=mirror,
         prefetcher=prefetcher, metrics=metrics, prewarm=prewarm, access=access,
+        transcoder=transcoder,
     )
     app.register_blueprint(registry.bp)
     app.register_blueprint(admin.bp)

@@ -35,6 +35,18 @@ class UpstreamConfig:
     tls_verify: bool = True  # False accepts self-signed certificates
     public: bool = False  # true: every client may read all of it (no per-client access checks)
     realms: tuple[str, ...] = ()  # https token realms on other hosts that may get credentials
+    transcode: bool = True  # False: never offer re-encoded layers of this upstream's images
+
+
+@dataclass(frozen=True, kw_only=True)
+class TranscodeConfig:
+    """`transcode:`: re-encode stored gzip layers for faster unpacking in the VMs (transcoder.py)."""
+
+    encoding: str = "zstd"  # zstd | tar | off
+    level: int = 3  # zstd level (1-19); 3: load/bench_layers.py's numbers
+    digest_pinned: bool = False  # True also offers variants to digest-pinned pulls
+    mirror_form: bool = False  # True also offers them to ?ns= and registry-mirrors pulls
+    wait: float = 600.0  # seconds a queued image waits for its blobs to be filled (10m)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,6 +71,7 @@ class Config:
     pull_log_max_age: float = 30 * 86400.0  # pull-log rows older than this are pruned (30d)
     pull_log_max_rows: int = 100_000  # the pull log keeps at most this many rows (0: no bound)
     access_ttl: float = 60.0  # seconds a client's upstream access answer is reused (1m)
+    transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
 
     @property
     def host(self) -> str:
@@ -71,6 +84,7 @@ class Config:
 
 _TOP_KEYS = {f.name for f in fields(Config)}
 _UPSTREAM_KEYS = {f.name for f in fields(UpstreamConfig)}
+_TRANSCODE_KEYS = {f.name for f in fields(TranscodeConfig)}
 
 
 def load_config_file(path: str, environ: Mapping[str, str] | None = None) -> Config:
@@ -82,9 +96,7 @@ def load_config_file(path: str, environ: Mapping[str, str] | None = None) -> Con
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from exc
 
 
-def load_config(
-    stream: IO[str] | str, environ: Mapping[str, str], *, source: str = "<config>"
-) -> Config:
+def load_config(stream: IO[str] | str, environ: Mapping[str, str], *, source: str = "<config>") -> Config:
     """Parse, expand and validate a config document into a Config."""
     text = stream if isinstance(stream, str) else stream.read()
     loader = yaml.SafeLoader(text)
@@ -138,9 +150,7 @@ def _expand(value: Any, environ: Mapping[str, str], where: Any, path: tuple[str,
                 return default  # `:-` means unset or empty, as in the shell
             if name in environ:
                 return environ[name]
-            raise ConfigError(
-                f"{where(*path)}: {'.'.join(path)}: environment variable {name} is not set"
-            )
+            raise ConfigError(f"{where(*path)}: {'.'.join(path)}: environment variable {name} is not set")
 
         return _VAR_RE.sub(sub, value)
     return value
@@ -150,8 +160,7 @@ def _build(raw: dict[str, Any], where: Any) -> Config:
     unknown = sorted(set(map(str, raw)) - _TOP_KEYS)
     if unknown:
         raise ConfigError(
-            f"{where(unknown[0])}: unknown key {unknown[0]!r} "
-            f"(known: {', '.join(sorted(_TOP_KEYS))})"
+            f"{where(unknown[0])}: unknown key {unknown[0]!r} (known: {', '.join(sorted(_TOP_KEYS))})"
         )
     kwargs: dict[str, Any] = {}
 
@@ -189,6 +198,8 @@ def _build(raw: dict[str, Any], where: Any) -> Config:
             raise ConfigError(f"{where('upstreams', host)}: upstreams: invalid registry host {host!r}")
         upstreams[host] = _upstream(host, spec, where)
     kwargs["upstreams"] = upstreams
+    if raw.get("transcode") is not None:
+        kwargs["transcode"] = _transcode(raw["transcode"], where)
     default = kwargs.get("default_upstream")
     if default is not None and default not in upstreams:
         raise ConfigError(
@@ -204,12 +215,7 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
         spec = {"url": spec}
     if not isinstance(spec, dict):
         raise ConfigError(f"{loc}: upstreams.{host}: must be a mapping with at least url")
-    unknown = sorted(set(map(str, spec)) - _UPSTREAM_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{where('upstreams', host, unknown[0])}: upstreams.{host}: unknown key {unknown[0]!r} "
-            f"(known: {', '.join(sorted(_UPSTREAM_KEYS))})"
-        )
+    _refuse_unknown(spec, _UPSTREAM_KEYS, where, "upstreams", host)
     url = spec.get("url")
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
@@ -218,14 +224,10 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
     if (user is None) != (password is None):
         raise ConfigError(f"{loc}: upstreams.{host}: username and password go together")
     flags = {}
-    for key, default in (("tls_verify", True), ("public", False)):
-        value = spec.get(key, default)
-        if isinstance(value, str) and value.strip().lower() in _BOOLS:
-            value = _BOOLS[value.strip().lower()]
-        if not isinstance(value, bool):
-            raise ConfigError(
-                f"{loc}: upstreams.{host}.{key}: must be true or false"
-            )
+    for key, default in (("tls_verify", True), ("public", False), ("transcode", True)):
+        value = _as_bool(spec.get(key, default))
+        if value is None:
+            raise ConfigError(f"{loc}: upstreams.{host}.{key}: must be true or false")
         flags[key] = value
     realms = spec.get("realms") or []
     if isinstance(realms, str):
@@ -241,8 +243,7 @@ def _upstream(host: str, spec: Any, where: Any) -> UpstreamConfig:
         url=str(url).rstrip("/"),
         username=None if user is None else str(user),
         password=None if password is None else str(password),
-        tls_verify=flags["tls_verify"],
-        public=flags["public"],
+        **flags,
         realms=tuple(realms),
     )
 
@@ -252,6 +253,50 @@ def _verify_mode(value: Any) -> str:
     if text not in ("sizes", "digests", "off"):
         raise ValueError(f"need sizes, digests or off, got {value!r}")
     return text
+
+
+def _transcode(spec: Any, where: Any) -> TranscodeConfig:
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where('transcode')}: transcode: must be a mapping (encoding, level, ...)")
+    _refuse_unknown(spec, _TRANSCODE_KEYS, where, "transcode")
+    kwargs: dict[str, Any] = {}
+    for key, value in spec.items():
+        loc = f"{where('transcode', key)}: transcode.{key}"
+        if key == "encoding":
+            if value is False:
+                value = "off"  # YAML reads a bare `off` as false
+            if value not in ("zstd", "tar", "off"):
+                raise ConfigError(f"{loc}: must be zstd, tar or off, got {value!r}")
+        elif key == "level":
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 19:
+                raise ConfigError(f"{loc}: must be an integer from 1 to 19, got {value!r}")
+        elif key == "wait":
+            try:
+                value = parse_duration(value)
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{loc}: {exc}") from exc
+        else:
+            value = _as_bool(value)
+            if value is None:
+                raise ConfigError(f"{loc}: must be true or false")
+        kwargs[key] = value
+    return TranscodeConfig(**kwargs)
+
+
+def _refuse_unknown(spec: dict[str, Any], known: set[str], where: Any, *path: str) -> None:
+    unknown = sorted(set(map(str, spec)) - known)
+    if unknown:
+        raise ConfigError(
+            f"{where(*path, unknown[0])}: {'.'.join(path)}: unknown key {unknown[0]!r} "
+            f"(known: {', '.join(sorted(known))})"
+        )
+
+
+def _as_bool(value: Any) -> bool | None:
+    """A YAML boolean, or one of the words `_BOOLS` knows; None for anything else."""
+    if isinstance(value, str) and value.strip().lower() in _BOOLS:
+        return _BOOLS[value.strip().lower()]
+    return value if isinstance(value, bool) else None
 
 
 def _listen(value: Any) -> str:

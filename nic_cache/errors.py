@@ -20,7 +20,9 @@
     │       ├── UpstreamRejected        upstream answered with an unexpected status
     │       ├── DigestMismatch          upstream bytes do not hash to the digest asked for
     │       └── FillAborted             a fill another reader was following failed
-    └── StoreError                  the local blob store or index is unusable
+    ├── StoreError                  the local blob store or index is unusable
+    └── TranscodeError              a layer could not be re-encoded (never reaches a client:
+                                    the original layer is served instead)
 
 Third-party exceptions (requests, sqlite3) are mapped into this tree once, where they are
 caught: `upstream.py` for requests, `store.py` for sqlite3.
@@ -39,6 +41,10 @@ class ConfigError(NicCacheError):
 
 class StoreError(NicCacheError):
     """The local store or its index cannot be used."""
+
+
+class TranscodeError(NicCacheError):
+    """A layer could not be re-encoded: corrupt gzip, unknown encoding, diff_id mismatch."""
 
 
 class RegistryError(NicCacheError):

@@ -17,8 +17,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from .derived import DerivedIndex
+
 if TYPE_CHECKING:
     from .store import Store
+    from .transcode import Recoded
 
 
 class StoreCollector(Collector):
@@ -34,6 +37,10 @@ class StoreCollector(Collector):
         yield GaugeMetricFamily(
             "nic_cache_capacity_bytes", "Byte budget of the store (0: unlimited)",
             value=self.store.capacity,
+        )
+        derived, _ = DerivedIndex(self.store).usage()
+        yield GaugeMetricFamily(
+            "nic_cache_derived_bytes", "Bytes of re-encoded layers and variant manifests", value=derived
         )
 
 
@@ -102,6 +109,20 @@ class Metrics:
             "nic_cache_index_write_errors", "Index writes that failed (the request was served)",
             registry=own,
         )
+        self.transcode_cpu = Counter(
+            "nic_cache_transcode_cpu_seconds", "CPU seconds spent re-encoding layers", registry=own
+        )
+        self.transcoded = Counter(
+            "nic_cache_transcoded_layers", "Layers re-encoded (verified or refused)", registry=own
+        )
+        self.variants_served = Counter(
+            "nic_cache_variants_served", "Manifests answered with re-encoded layers", registry=own
+        )
+
+    def count_transcode(self, recoded: Recoded) -> None:
+        """One layer re-encoded (transcoder.py), whatever its check said."""
+        self.transcode_cpu.inc(recoded.cpu_s)
+        self.transcoded.inc()
 
     def registry(self) -> CollectorRegistry:
         """A registry to scrape: this process's, or the aggregate of all workers."""

@@ -78,12 +78,14 @@ class Prefetcher:
         concurrency: int = 4,
         budget: Budget | None = None,
         record_pin: Callable[[str, str, str], None] | None = None,
+        on_filled: Callable[[str], None] | None = None,
     ) -> None:
         self.mirror = mirror
         self.platforms = platforms
         self.concurrency = concurrency
         self.budget = budget or Budget(mirror.fills)
         self.record_pin = record_pin  # (owner, image, digest): who holds which digest pinned
+        self.on_filled = on_filled  # (manifest digest) once all of an image is stored: transcode
         self._lock = threading.Lock()
 
     def route_for(self, image: str) -> tuple[Route, str]:
@@ -106,6 +108,7 @@ class Prefetcher:
         limits: Mapping[str, int] | None = None,
         pin: bool = False,
         owner: str = "api",
+        opted_out: bool = False,
     ) -> Progress:
         """Validate, start the prefetch in a thread, and wait at most `wait` seconds for it."""
         self.route_for(image)  # bad input is the caller's error, before any thread
@@ -113,7 +116,7 @@ class Prefetcher:
         thread = threading.Thread(
             target=self.run, args=(image,),
             kwargs={"platforms": platforms, "progress": progress, "background": background,
-                    "limits": limits, "pin": pin, "owner": owner},
+                    "limits": limits, "pin": pin, "owner": owner, "opted_out": opted_out},
             name="prefetch", daemon=True,
         )  # fmt: skip
         thread.start()
@@ -130,12 +133,14 @@ class Prefetcher:
         limits: Mapping[str, int] | None = None,
         pin: bool = False,
         owner: str = "api",
+        opted_out: bool = False,
     ) -> Progress:
         """Fill `image` for the wanted platforms; errors are recorded, not raised.
 
         A `background` prefetch shares the budget `limits` (default: the registered ones).
         With `pin`, the image's manifests and blobs are pinned as they land (and recorded as
-        held by `owner`), so that eviction during the prefetch cannot take them.
+        held by `owner`), so that eviction during the prefetch cannot take them. Once all of it
+        is stored, `on_filled` gets the manifest digest (the transcoder), unless `opted_out`.
         """
         progress = progress or Progress(image)
         wanted = platforms or self.platforms
@@ -164,6 +169,8 @@ class Prefetcher:
                 for fut in futures:
                     fut.result()
             progress.state = "failed" if progress.errors else "done"
+            if progress.state == "done" and self.on_filled is not None and not opted_out:
+                self.on_filled(resolved.digest)
         except NicCacheError as exc:
             progress.errors.append(str(exc))
             progress.state = "failed"

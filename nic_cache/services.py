@@ -14,6 +14,7 @@ from .prefetch import Prefetcher
 from .prewarm.state import PrewarmState
 from .proxy import Mirror
 from .store import Store
+from .transcoder import Transcoder
 from .upstream import Upstreams
 
 
@@ -30,6 +31,7 @@ class Services:
     metrics: Metrics
     prewarm: PrewarmState
     access: Access
+    transcoder: Transcoder
 
 
 def services() -> Services:

@@ -75,6 +75,20 @@ CREATE TABLE IF NOT EXISTS pulls (
     kind       TEXT NOT NULL DEFAULT 'pull'
 );
 CREATE INDEX IF NOT EXISTS pulls_ts ON pulls (ts);
+CREATE TABLE IF NOT EXISTS derived (
+    source     TEXT NOT NULL,
+    encoding   TEXT NOT NULL,
+    digest     TEXT,
+    diff_id    TEXT,
+    reason     TEXT,
+    created    REAL NOT NULL,
+    PRIMARY KEY (source, encoding)
+);
+CREATE INDEX IF NOT EXISTS derived_digest ON derived (digest);
+CREATE TABLE IF NOT EXISTS transcode_optout (
+    image      TEXT PRIMARY KEY,
+    ts         REAL NOT NULL
+);
 """
 
 
@@ -112,8 +126,13 @@ class BlobStore(Protocol):
         """An open read-only descriptor and info; raises BlobUnknown when not stored."""
 
     def commit_verified(
-        self, tmp_path: str, digest: str, size: int | None, media_type: str | None,
-        sha256_hex: str, actual_size: int,
+        self,
+        tmp_path: str,
+        digest: str,
+        size: int | None,
+        media_type: str | None,
+        sha256_hex: str,
+        actual_size: int,
     ) -> BlobInfo:
         """Rename a finished temp file into place if `sha256_hex`/`actual_size` (computed by
         the writer) match digest and size; else remove it and raise DigestMismatch."""
@@ -311,12 +330,18 @@ class Store:
         return _info(row)
 
     def delete_blob(self, digest: str) -> bool:
-        """Remove a blob file and its row; open readers keep their bytes."""
+        """Remove a blob file and its row; open readers keep their bytes. Blobs derived from
+        it (transcode.py) go with it: they are only ever offered in its place."""
+        derived = [r[0] for r in self._query(
+            "SELECT digest FROM derived WHERE source = ? AND digest IS NOT NULL", (digest,))]  # fmt: skip
+        for child in derived:
+            self.delete_blob(child)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.blob_path(digest))
         with self._db() as db:
             cur = db.execute("DELETE FROM blobs WHERE digest = ?", (digest,))
             db.execute("DELETE FROM manifest_refs WHERE manifest = ?", (digest,))
+            db.execute("DELETE FROM derived WHERE source = ? OR digest = ?", (digest, digest))
         return cur.rowcount > 0
 
     def set_pinned(self, digests: Iterable[str], pinned: bool) -> None:
@@ -525,11 +550,25 @@ class Store:
             except BlockingIOError:
                 return []
             used = self._demand(incoming)
-            policy = self.policy()
-            policy.load(_entry(r) for r in self._query("SELECT * FROM blobs ORDER BY last_access, created"))
             need = used - int(self.capacity * self.low_watermark)
-            kept = [keep] if keep else []
-            victims = policy.victims(need, self.clock(), keep=kept + self.live_readers())
+            held = {k for k in (keep, *self.live_readers()) if k}
+            # derived blobs (re-encodings of a stored layer, transcoder.py) go first: their source
+            # stands in for them; the policy chooses among the rest
+            victims: list[str] = []
+            for row in self._query(
+                "SELECT digest, size FROM blobs WHERE pinned = 0 AND digest IN "
+                "(SELECT digest FROM derived WHERE digest IS NOT NULL) ORDER BY last_access, created"
+            ):
+                if need <= 0:
+                    break
+                if row[0] not in held:
+                    victims.append(row[0])
+                    need -= row[1]
+            if need > 0:
+                policy = self.policy()
+                rows = self._query("SELECT * FROM blobs ORDER BY last_access, created")
+                policy.load(_entry(r) for r in rows)
+                victims += policy.victims(need, self.clock(), keep=[*held, *victims])
             for digest in victims:
                 self.delete_blob(digest)
             return victims

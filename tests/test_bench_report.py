@@ -299,6 +299,19 @@ class TestDeployTable:
         """Scale samples alone make no deploy table."""
         assert report.deploy_table(SCALE_SAMPLES[:6]) == []
 
+    def test_provider_phases_are_averaged_and_shown_with_the_largest_in_bold(self) -> None:
+        """Deploy samples carrying the provider's phases get per-mode phase means and a table."""
+        timed = []
+        for unpack in (3.0, 5.0):
+            s = sample("deploy", "direct", "deploy", unpack + 1.0)
+            s["phases"] = {"resolve": 0.1, "fetch": 0.5, "unpack": unpack, "start": 0.2, "healthy": 0.2}
+            timed.append(s)
+        (row,) = report.deploy_table(timed)
+        assert (row["direct_unpack_s"], row["direct_fetch_s"]) == (pytest.approx(4.0), pytest.approx(0.5))
+        md = "\n".join(report._phases_md([row], ["direct"]))
+        assert "| hello | direct | 0.10 | 0.50 | **4.00** | 0.20 | 0.20 |" in md
+        assert report._phases_md(report.deploy_table(DEPLOY_SAMPLES), ["direct"]) == []
+
 
 class TestTargets:
     def test_deploy_reductions(self) -> None:
@@ -620,3 +633,24 @@ class TestTimeSavedModel:
         assert report.time_saved(4.0, 1.0, 1) == 0.0
         assert report.time_saved(4.0, 1.0, 4) == pytest.approx(1 - 7 / 16)
         assert report.time_saved(None, 1.0, 4) is None and report.time_saved(0.0, 1.0, 4) is None
+
+
+class TestLastHopTargets:
+    def test_cached_against_direct_at_the_largest_n(self) -> None:
+        """hello and heavy at the largest N: 60 % below direct at 1 Gbit, 90 % at 100 Mbit."""
+        rows = [
+            sample("scale", mode, "first-invoke", secs, image=f"registry.lab/faas/{fn}:0.1.0", users=users)
+            for fn, mode, secs, users in (
+                ("hello", "direct", 2.0, 4),
+                ("hello", "cached", 0.5, 4),
+                ("heavy", "direct", 5.0, 4),
+                ("heavy", "cached", 2.5, 4),
+                ("heavy", "cached", 0.1, 1),  # a smaller N is not the target's
+            )
+        ]
+        fast = {t.what.split(",")[0]: t for t in report.last_hop_targets(rows, "1gbit")}
+        assert (fast["hello"].met, fast["heavy"].met) == (True, False)
+        assert fast["heavy"].measured == "50.0% below (2.50 s vs 5.00 s)"
+        slow = report.last_hop_targets(rows, "100mbit")
+        assert [t.met for t in slow] == [False, False] and "90%" in slow[0].what
+        assert report.last_hop_targets([], "1gbit") == []

@@ -412,3 +412,36 @@ class TestTrustKeys:
         """Bad values are refused naming the key (an http realm on another host never gets credentials)."""
         with pytest.raises(ConfigError, match=message):
             load(text)
+
+
+class TestTranscode:
+    def test_defaults_and_a_full_section(self) -> None:
+        """zstd level 3 by default; every key read, `off` as YAML reads it, per-upstream opt-out."""
+        assert (Config().transcode.encoding, Config().transcode.level) == ("zstd", 3)
+        cfg = load(
+            """
+            upstreams:
+              registry.lab: {url: "http://198.18.0.1:5000", transcode: false}
+            transcode: {encoding: off, level: 9, digest_pinned: true, mirror_form: yes, wait: 30s}
+            """
+        )
+        t = cfg.transcode
+        assert (t.encoding, t.level, t.digest_pinned, t.mirror_form, t.wait) == ("off", 9, True, True, 30.0)
+        assert cfg.upstreams["registry.lab"].transcode is False
+
+    @pytest.mark.parametrize(
+        "section, message",
+        [
+            (
+                "transcode: {encoding: brotli}",
+                r"^nic-cache\.yml:2: transcode\.encoding: must be zstd, tar or off",
+            ),
+            ("transcode: {level: 30}", r"transcode\.level: must be an integer from 1 to 19"),
+            ("transcode: {speed: 1}", r"transcode: unknown key 'speed'"),
+            ("transcode: zstd", r"transcode: must be a mapping"),
+        ],
+        ids=["encoding", "level", "unknown", "not-a-mapping"],
+    )
+    def test_bad_sections_name_the_line_and_key(self, section: str, message: str) -> None:
+        with pytest.raises(ConfigError, match=message):
+            load("\n" + section + "\n")

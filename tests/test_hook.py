@@ -66,6 +66,15 @@ class TestRewritePlan:
         assert plan.accelerate is accelerated
         assert reason in plan.reason
 
+    @pytest.mark.parametrize(("value", "transcode"), [(None, True), ("false", False), ("True", True)])
+    def test_transcode_annotation_opts_the_image_out(self, value: str | None, transcode: bool) -> None:
+        """`com.openfaas.accel/transcode: "false"` asks the NIC to keep the layers as pushed."""
+        doc: dict[str, Any] = {"service": "f", "image": "python:3.12"}
+        if value is not None:
+            doc["annotations"] = {"com.openfaas.accel/transcode": value}
+        plan = plan_deploy(json.dumps(doc).encode(), self.POLICY)
+        assert plan.accelerate and plan.transcode is transcode
+
     def test_bad_json_is_forwarded_unchanged(self) -> None:
         """A body that is not JSON is not touched, so the provider's error reaches the user."""
         assert not plan_deploy(b"{not json", self.POLICY).accelerate

@@ -28,6 +28,7 @@ import requests
 from click.testing import CliRunner
 from flask import Flask
 from flask import request as flask_request
+from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.serving import make_server
 
 from faas_accel.gateway import deployment
@@ -47,6 +48,7 @@ from faas_accel.provider.model import (
     parse_scale,
     plain_http,
 )
+from faas_accel.provider.phases import OTHER, PHASES, parse_server_timing
 from faas_accel.provider.store import FunctionRecord, FunctionStore
 from tests.conftest import Seeded
 from tests.support import oci
@@ -821,3 +823,58 @@ class TestServeCommand:
             provider_cli, ["serve", "--address", "/x.sock", "--state-dir", str(tmp_path)]
         )
         assert result.exit_code == 2 and "--auth-password-file" in result.output
+
+
+# ---------------------------------------------------------------- deploy phases
+
+
+def check_phases(served: Served, name: str, image: str) -> dict[str, float]:
+    """Deploy `image`, check its phases against the client's wall clock; return them."""
+    started = time.monotonic()
+    answers = served.deploy(name, image)
+    wall = time.monotonic() - started
+    assert answers[-1].status_code == 200, answers[-1].text
+    timed = parse_server_timing(answers[-1].headers.get("Server-Timing"))
+    total = timed.pop("total")
+    assert set(timed) == {*PHASES, OTHER}
+    assert sum(timed.values()) == pytest.approx(total, rel=0.01)
+    # the provider's total is all of the request but HTTP and parsing: within 5 % (+20 ms) of the client's
+    assert total <= wall and wall - total <= 0.05 * wall + 0.02
+    assert all(v >= 0 for v in timed.values())
+    assert timed["fetch"] > 0 and timed["unpack"] > 0 and timed["healthy"] > 0 and timed["start"] > 0
+    assert timed[OTHER] <= 0.05 * total + 0.02
+    return timed
+
+
+def histogram_counts(served: Served) -> dict[str, float]:
+    """{phase: observations} of faas_accel_provider_deploy_phase_seconds, and "total"."""
+    text = served.http.get(f"{served.url}/metrics", timeout=10).text
+    counts = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "faas_accel_provider_deploy_phase_seconds_count":
+                counts[sample.labels["phase"]] = sample.value
+            elif sample.name == "faas_accel_provider_deploy_seconds_count":
+                counts["total"] = sample.value
+    return counts
+
+
+@pytest.mark.integration
+class TestDeployPhases:
+    def test_containerd_deploy_phases_add_up_and_reach_the_histograms(
+        self, served: Served, containerd: Containerd, images: Images
+    ) -> None:
+        """A real pull on containerd shows resolve, fetch, unpack, start and healthy, adding up to
+        the deploy's total; /metrics counts one observation per phase."""
+        timed = check_phases(served, "phased", images.function)
+        assert timed["resolve"] > 0  # ctr said "resolved" before it said "unpacking"
+        assert histogram_counts(served) == {**dict.fromkeys((*PHASES, OTHER), 1.0), "total": 1.0}
+
+    def test_docker_deploy_phases_add_up(
+        self, dockerd_factory: Callable[..., Dockerd], provider_factory: Callable[..., Served], images: Images
+    ) -> None:
+        """The same from dockerd's pull events."""
+        served = provider_factory("docker", dockerd_factory().base_url)
+        timed = check_phases(served, "phased", images.function)
+        assert timed["resolve"] > 0
+        assert histogram_counts(served)["total"] == 1.0

@@ -132,6 +132,7 @@ class Paper:
             wan_rtt=settings.wan_rtt,
             wan_setup=settings.wan_setup,
             workdir=settings.workdir,
+            fanout=False,  # each mode's VMs pull for themselves; the demo measures fan-out
         ).validate()
         fns = seed.stack_functions(settings.stack)
         self.functions = {k: v for k, v in fns.items() if not settings.functions or k in settings.functions}
@@ -456,6 +457,7 @@ def finish(out: Path, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, An
     traffic = report.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])
     deploy = report.deploy_table(raw["samples"])
     targets = report.targets(retrieval, deploy, scale, traffic)
+    targets += report.last_hop_targets(raw["samples"], str(meta.get("settings", {}).get("wan_rate", "1gbit")))
     csvs = {
         "retrieval_pulls.csv": raw["pulls"],
         "table1_retrieval.csv": retrieval,

@@ -10,6 +10,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nic_cache.units import parse_rate
+
+from ..provider.phases import PHASES
+
 # What the AlphaBoot paper reports (1 Gbps uplink, Docker Hub as the registry).
 PAPER_RETRIEVAL_REDUCTION = {"alpine": 0.93, "ubuntu": 0.63, "python": 0.57, "nginx": 0.53}
 PAPER_IMAGE_MB = {"alpine": 7.33, "ubuntu": 77.8, "python": 128.0, "nginx": 143.0}
@@ -21,6 +25,7 @@ PAPER_PEAK_RSS_MB = 4.98
 
 TARGET_CACHED_REDUCTION, TARGET_PREWARMED_REDUCTION = 0.92, 0.95
 TARGET_FLOOR_RATIO = 1.2
+TARGET_LAST_HOP, TARGET_LAST_HOP_SLOW = 0.60, 0.90  # issue 11: cached vs direct, 1 Gbit / 100 Mbit
 RETRIEVAL_MODES = ("direct", "cached", "floor", "tarball", "docker-load")
 COLDSTART_MODES = ("direct", "cached", "prewarmed", "prepulled", "peer")
 DEPLOY_MODES = ("direct", "cached", "cached-hit", "prewarmed", "prepulled")
@@ -182,6 +187,9 @@ def deploy_table(samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 row[f"{m}_{kind}_s"] = mean(
                     s["seconds"] for s in mine if s["image"] == image and s["mode"] == m and s["kind"] == kind
                 )
+            timed = [s["phases"] for s in mine if s["image"] == image and s["mode"] == m and s.get("phases")]
+            for phase in PHASES if timed else ():  # the provider's deploy phases, means
+                row[f"{m}_{phase}_s"] = mean(t.get(phase, 0.0) for t in timed)
         for m in modes:
             if m != "direct":
                 row[f"{m}_reduction"] = reduction(
@@ -199,6 +207,35 @@ class Target:
     what: str
     measured: str
     met: bool | None  # None: not measured in this run
+
+
+def last_hop_targets(samples: list[dict[str, Any]], wan_rate: str) -> list[Target]:
+    """Issue 11's targets on the largest N of the scale section: for hello and heavy, the mean
+    cached cold start at least 60 % below direct (90 % at 100 Mbit or less). Here every VM
+    deploys at once with fan-out off, so each cached VM is a NIC miss or follows one: the
+    demo (`lab demo --report`) measures the fan-out case and VMs 2..N against the floor."""
+    every = [s for s in ok(samples) if s["phase"] == "scale" and s["kind"] == "first-invoke"]
+    if not every:
+        return []
+    n = max(s["users"] for s in every)
+    scale = [s for s in every if s["users"] == n]
+    goal = TARGET_LAST_HOP_SLOW if parse_rate(wan_rate) <= parse_rate("100mbit") else TARGET_LAST_HOP
+    out = []
+    for fn in ("hello", "heavy"):
+        by_mode = {
+            m: mean(s["seconds"] for s in scale if s["mode"] == m and short(s["image"]) == fn)
+            for m in ("direct", "cached")
+        }
+        d, c = by_mode["direct"], by_mode["cached"]
+        red = reduction(c, d)
+        out.append(
+            Target(
+                f"{fn}, N={n} at once: cached cold start at least {goal:.0%} below direct (issue 11)",
+                "not measured" if red is None else f"{red:.1%} below ({c:.2f} s vs {d:.2f} s)",
+                None if red is None else red >= goal,
+            )
+        )
+    return out
 
 
 def targets(
@@ -543,7 +580,23 @@ def _deploy_md(doc: dict[str, Any]) -> list[str]:
         "Our deploy answers only once the function is healthy, so deploy ~= first invoke.",
         "",
     ]
-    return out
+    return out + _phases_md(rows, modes)
+
+
+def _phases_md(rows: list[dict[str, Any]], modes: list[str]) -> list[str]:
+    """Where each deploy's time went (the provider's phases, mean seconds), per function and mode."""
+    timed = [(r, m) for r in rows for m in modes if f"{m}_fetch_s" in r]
+    if not timed:
+        return []
+    out = ["### Deploy phases (provider-side, mean seconds; the largest in bold)", ""]
+    body = []
+    for r, m in timed:
+        values = [r.get(f"{m}_{p}_s") or 0.0 for p in PHASES]
+        top = max(range(len(values)), key=values.__getitem__)
+        cells = [f"**{v:.2f}**" if i == top else f"{v:.2f}" for i, v in enumerate(values)]
+        body.append([r["function"], m, *cells])
+    out.append(table(["function", "mode", *PHASES], body))
+    return [*out, ""]
 
 
 def _memory_md(doc: dict[str, Any]) -> list[str]:

@@ -126,8 +126,10 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
             image = str(plan.image)
             try:
                 auth = (plan.doc or {}).get("registryAuth")  # the VM's credential, passed through
-                progress = client.prefetch(image, config.prefetch_wait,
-                                           auth if isinstance(auth, str) and auth else None)  # fmt: skip
+                progress = client.prefetch(
+                    image, config.prefetch_wait, auth if isinstance(auth, str) and auth else None,
+                    transcode=plan.transcode,
+                )
             except requests.RequestException as exc:
                 log.warning(
                     "deploy %s: NIC cache unreachable (%s); forwarding %s unchanged",

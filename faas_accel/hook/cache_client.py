@@ -28,16 +28,24 @@ class CacheClient:
             timeout=self.timeout,
         ).close()
 
-    def prefetch(self, image: str, wait: float, registry_auth: str | None = None) -> dict[str, Any]:
+    def prefetch(
+        self, image: str, wait: float, registry_auth: str | None = None, *, transcode: bool = True
+    ) -> dict[str, Any]:
         """Fill `image`, waiting at most `wait` seconds; the cache's progress document.
         `registry_auth` (the deploy's OpenFaaS registryAuth) makes the cache check that the
-        VM's own credential can read the image before it fills anything.
+        VM's own credential can read the image before it fills anything. `transcode` False
+        keeps the image's layers as pushed (a function's annotation).
 
         A refusal becomes `{"state": "failed", "errors": [...]}`; when the cache has no
         upstream for the image's registry, `"unknown_registry"` names it."""
+        doc: dict[str, Any] = {"image": image, "wait": wait}
+        if registry_auth:
+            doc["registry_auth"] = registry_auth
+        if not transcode:
+            doc["transcode"] = False
         resp = self.session.post(
             f"{self.url}/api/v1/prefetch",
-            json={"image": image, "wait": wait} | ({"registry_auth": registry_auth} if registry_auth else {}),
+            json=doc,
             timeout=(self.timeout, wait + self.timeout),
         )
         with resp:

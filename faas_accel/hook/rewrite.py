@@ -18,6 +18,7 @@ from nic_cache.errors import RegistryError
 from nic_cache.reference import ImageRef, parse_image
 
 SKIP_ANNOTATION = "com.openfaas.accel/skip"
+TRANSCODE_ANNOTATION = "com.openfaas.accel/transcode"  # "false": the NIC keeps the layers as pushed
 ORIGINAL_ANNOTATION = "com.openfaas.accel/original-image"
 
 
@@ -46,6 +47,16 @@ class DeployPlan:
         """The namespace the deploy names ("" for the provider's default)."""
         value = (self.doc or {}).get("namespace")
         return value if isinstance(value, str) else ""
+
+    @property
+    def transcode(self) -> bool:
+        """False when the function asked for its layers as pushed (TRANSCODE_ANNOTATION)."""
+        annotations = (self.doc or {}).get("annotations")
+        opted_out = (
+            isinstance(annotations, dict)
+            and str(annotations.get(TRANSCODE_ANNOTATION, "")).lower() == "false"
+        )
+        return not opted_out
 
     @property
     def accelerate(self) -> bool:

@@ -45,6 +45,20 @@ def _spec_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             show_default=True,
             help="each VM holds the NIC's N most popular images (faas-accel prepull run; 0: off)",
         ),
+        click.option(
+            "--fanout/--no-fanout",
+            default=True,
+            show_default=True,
+            help="with the hook: each VM pulls what other VMs deploy (faas-accel prepull fanout)",
+        ),
+        click.option("--fanout-budget", default="4GiB", show_default=True, help="VM bytes fan-out may use"),
+        click.option(
+            "--transcode",
+            type=click.Choice(["zstd", "tar", "off"]),
+            default="zstd",
+            show_default=True,
+            help="how the NIC re-encodes stored layers for the VMs",
+        ),
         click.option("--workdir", default="/var/tmp/faas-accel-lab", show_default=True),
     ]
     for opt in reversed(opts):
@@ -64,6 +78,9 @@ def _spec(kw: dict[str, Any], default_vms: int = 2) -> LabSpec:
             nic_cpus=kw["nic_cpus"],
             vm_disk=kw["vm_disk"],
             prepull=kw["prepull"],
+            fanout=kw["fanout"],
+            fanout_budget=kw["fanout_budget"],
+            transcode=kw["transcode"],
             accel=not kw["no_accel"],
             workdir=kw["workdir"],
         ).validate()
@@ -129,9 +146,26 @@ def down_cmd(workdir: str) -> None:
 )
 @click.option("--build-dir", type=click.Path(file_okay=False), default=str(REPO / "build"))
 @click.option("--keep", is_flag=True, help="leave the lab up afterwards")
-def demo_cmd(stack_file: str, build_dir: str, keep: bool, **kw: Any) -> None:
+@click.option(
+    "--report",
+    "report_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="also write the numbers as JSON (per function: direct, cached, cached_vm1, cached_rest, "
+    "prepulled_floor, phases; wan; cost; targets)",
+)
+def demo_cmd(stack_file: str, build_dir: str, keep: bool, report_file: Path | None, **kw: Any) -> None:
     """Deploy every function to every VM, direct vs through the NIC cache, and compare."""
     from .demo import run_demo
 
     spec = _spec(kw, default_vms=4)
-    _run(lambda: run_demo(spec, Path(stack_file), build_dir=Path(build_dir), keep=keep, log=click.echo))
+    _run(
+        lambda: run_demo(
+            spec,
+            Path(stack_file),
+            build_dir=Path(build_dir),
+            keep=keep,
+            report_file=report_file,
+            log=click.echo,
+        )
+    )

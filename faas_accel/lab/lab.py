@@ -168,6 +168,7 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
         "upstreams": {REGISTRY_HOST: {"url": spec.upstream_url}},
         "workers": 2,
         "threads": 32,
+        "transcode": {"encoding": spec.transcode},
     }
     (d / "nic-cache.yml").write_text(yaml.safe_dump(cfg))
     cache = daemons.start(
@@ -328,8 +329,21 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
         )
         out.append(hook)
         daemons.wait_ready(hook, lambda: _http(f"{vm.hook_url}/healthz"), 30, "/healthz answering")
+    where = ["--mirror-host", mirror_host(spec), *vm_args]
+    if spec.accel and spec.fanout:
+        out.append(
+            daemons.start(
+                "fanout",
+                [
+                    PY, "-m", "faas_accel", "prepull", "fanout", "--cache", spec.cache_url, "--vm", vm.ip,
+                    "--state", str(d / "fanout.json"), "--budget", spec.fanout_budget, *where,
+                ],
+                d / "fanout.log",
+                netns=vm.netns,
+                env={"NIC_CACHE_ADMIN_TOKEN": spec.admin_token},
+            )
+        )  # fmt: skip
     if spec.accel and spec.prepull:
-        where = ["--mirror-host", mirror_host(spec), *vm_args]
         out.append(
             daemons.start(
                 "prepull",
@@ -463,6 +477,8 @@ def status(spec: LabSpec) -> dict[str, Any]:
         "vm_link": spec.vm_link,
         "nic_cpus": spec.nic_cpus,
         "accel": spec.accel,
+        "fanout": spec.accel and spec.fanout,
+        "transcode": spec.transcode,
         "runtime": spec.runtime,
         "inet": {
             "netns": INET,

@@ -45,6 +45,9 @@ class LabSpec:
     vm_disk: str = "tmpfs"
     accel: bool = True  # VMs' gateways are hooks (False: providers, the baseline)
     prepull: int = 0  # > 0: each VM runs `faas-accel prepull run --limit N` (NIC's top N images)
+    fanout: bool = True  # with accel: each VM runs `faas-accel prepull fanout` (others' deploys)
+    fanout_budget: str = "4GiB"  # bytes of a VM's store fan-out may use
+    transcode: str = "zstd"  # the NIC's layer re-encoding: zstd | tar | off
     workdir: str = "/var/tmp/faas-accel-lab"
     user: str = "admin"
     password: str = "faas-accel-lab"
@@ -63,6 +66,8 @@ class LabSpec:
             raise ValueError(
                 "--prepull needs the hook (prepulled images are the hook's rewritten ones): drop --no-accel"
             )
+        if self.transcode not in ("zstd", "tar", "off"):
+            raise ValueError(f"--transcode must be zstd, tar or off, got {self.transcode!r}")
         if self.vm_disk not in VM_DISKS:
             raise ValueError(f"--vm-disk must be one of {', '.join(VM_DISKS)}, got {self.vm_disk!r}")
         for name, value in (("--wan-rate", self.wan_rate), ("--vm-link", self.vm_link)):

@@ -8,6 +8,21 @@ from . import net
 from .spec import VM, LabSpec
 
 
+def image_names(spec: LabSpec, vm: VM) -> set[str]:
+    """The image names a VM's runtime holds."""
+    if spec.runtime == "containerd":
+        sock = str(Path(spec.workdir) / "run" / vm.name / "containerd.sock")
+        out = net.nsexec(vm.netns, "ctr", "--address", sock, "--namespace", vm.netns, "images", "ls", "-q")
+        return set(out.stdout.split())
+    import docker
+
+    client = docker.DockerClient(base_url=f"unix://{Path(spec.workdir) / 'run' / vm.name / 'docker.sock'}")
+    try:
+        return {tag for img in client.images.list() for tag in img.tags}
+    finally:
+        client.close()
+
+
 def forget_images(spec: LabSpec, vm: VM) -> None:
     """Make a VM forget every image (as a fresh VM would not have them)."""
     sock = str(Path(spec.workdir) / "run" / vm.name / "containerd.sock")

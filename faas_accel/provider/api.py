@@ -13,11 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 import requests
 from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from .. import __version__
+from . import phases
 from .auth import REALM_HEADER, Credentials
 from .config import ProviderConfig
 from .errors import InvalidRequest
+from .metrics import DeployMetrics
 from .model import (
     NAMESPACE,
     check_name,
@@ -51,6 +54,7 @@ class Services:
     session: requests.Session  # for proxied invocations
     secrets: SecretStore
     calls: AsyncQueue  # /async-function/ invocations
+    metrics: DeployMetrics
 
 
 def services() -> Services:
@@ -80,15 +84,26 @@ def list_functions() -> Response:
 @bp.post("/system/functions")
 def deploy() -> Response:
     check_namespace(request.args.get("namespace"))
-    services().provider.deploy(parse_deployment(request.get_data()))
-    return Response(status=200)
+    deployment = parse_deployment(request.get_data())
+    services().provider.deploy(deployment)
+    return _deployed(deployment.service)
 
 
 @bp.put("/system/functions")
 def update() -> Response:
     check_namespace(request.args.get("namespace"))
-    services().provider.update(parse_deployment(request.get_data()))
-    return Response(status=200)
+    deployment = parse_deployment(request.get_data())
+    services().provider.update(deployment)
+    return _deployed(deployment.service)
+
+
+def _deployed(name: str) -> Response:
+    """200, with the deploy's phases in a Server-Timing header (see phases.py)."""
+    response = Response(status=200)
+    timed = services().provider.last_phases(name)
+    if timed is not None:
+        response.headers[phases.HEADER] = phases.server_timing(*timed)
+    return response
 
 
 @bp.delete("/system/functions")
@@ -194,6 +209,11 @@ def delete_secret() -> Response:
 @health_bp.get("/healthz")
 def healthz() -> Response:
     return Response("OK", content_type="text/plain; charset=utf-8")
+
+
+@health_bp.get("/metrics")
+def metrics() -> Response:
+    return Response(services().metrics.render(), content_type=CONTENT_TYPE_LATEST)
 
 
 def _int_arg(key: str) -> int | None:

@@ -22,6 +22,7 @@ from .asyncq import bp as async_bp
 from .auth import load_credentials
 from .config import ProviderConfig
 from .errors import ProviderError
+from .metrics import DeployMetrics
 from .model import NAMESPACE
 from .proxy import bp as proxy_bp
 from .runtime import Runtime
@@ -61,11 +62,13 @@ def create_app(config: ProviderConfig, *, runtime: Runtime | None = None) -> Fla
     )
     store = FunctionStore(config.state_dir / "functions.json", config.port_range)
     secrets = SecretStore(config.state_dir / "secrets")
+    metrics = DeployMetrics()
     provider = Provider(
         runtime or make_runtime(config),
         store,
         secrets_dir=secrets.root / NAMESPACE,
         ready_timeout=config.ready_timeout,
+        on_deployed=metrics.observe,
     )
     provider.adopt()
     session = requests.Session()
@@ -77,7 +80,7 @@ def create_app(config: ProviderConfig, *, runtime: Runtime | None = None) -> Fla
         timeout=config.invoke_timeout,
     )  # fmt: skip
     calls = AsyncQueue(run, workers=config.async_workers, max_queued=config.async_queue)
-    app.extensions[EXTENSION] = Services(provider, config, credentials, session, secrets, calls)
+    app.extensions[EXTENSION] = Services(provider, config, credentials, session, secrets, calls, metrics)
     app.register_blueprint(system_bp)
     app.register_blueprint(health_bp)
     app.register_blueprint(proxy_bp)

@@ -15,9 +15,10 @@ import logging
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.parse
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -25,11 +26,14 @@ from ..procfs import running
 from . import logdriver
 from .errors import PullFailed, RuntimeFailed
 from .logs import LogFollower
+from .phases import Mark, no_mark
 from .runtime import SECRETS_MOUNT, ContainerSpec, LogLine, TaskStatus
 
 log = logging.getLogger("faas_accel.provider.containerd")
 EXIT_CODE_RE = re.compile(r"exit with non-zero exit code (\d+)")
 NOT_FOUND_RE = re.compile(r"not found|no such", re.IGNORECASE)
+RESOLVED_RE = re.compile(r"\bmsg=resolved\b")  # ctr --debug: the resolver found the manifest
+UNPACKING_RE = re.compile(r"^(?:\x1b\[[0-9;]*[A-Za-z])*unpacking ")  # after ctr's redraw escapes
 _STATUS = {s.name: s for s in TaskStatus}
 
 
@@ -95,18 +99,68 @@ class ContainerdRuntime:
         except OSError as exc:
             raise RuntimeFailed(f"cannot run {self.ctr_path}: {exc}") from exc
 
-    def pull(self, image: str, *, plain_http: bool) -> None:
-        args = ["images", "pull"]
+    def pull(self, image: str, *, plain_http: bool, mark: Mark = no_mark) -> None:
+        """`ctr --debug images pull`, read as it runs: the resolver's `msg=resolved` log line
+        ends the resolve phase, the `unpacking` line ends the fetch, the exit ends the unpack.
+        (Without a terminal ctr prints its progress only once, after the fetch.)"""
+        args = ["--debug", "images", "pull"]
         if plain_http:
             args.append("--plain-http")
         if self.hosts_dir is not None:
             args += ["--hosts-dir", str(self.hosts_dir)]
+        seen: set[str] = set()
+
+        def progress(line: str) -> None:
+            if "resolve" not in seen and RESOLVED_RE.search(line):
+                seen.add("resolve")
+                mark("resolve")
+            elif "fetch" not in seen and UNPACKING_RE.match(line):
+                seen.update(("resolve", "fetch"))
+                mark("fetch")
+
         try:
-            result = self.ctr(*args, image, timeout=self.pull_timeout)
+            result = self._ctr_streaming([*args, image], progress, timeout=self.pull_timeout)
         except RuntimeFailed as exc:
             raise PullFailed(f"pull of {image} failed: {exc}") from exc
         if result.returncode != 0:
             raise PullFailed(f"pull of {image} failed: {ctr_reason(result)}")
+
+    def _ctr_streaming(
+        self, args: Sequence[str], on_line: Callable[[str], None], *, timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """`ctr ARGS`, handing each output line (stdout and stderr) to `on_line` as it arrives;
+        killed at `timeout`. The result's stderr holds the lines that are not debug logs."""
+        argv = [self.ctr_path, "--address", self.address, "--namespace", self.namespace, *args]
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+            )
+        except OSError as exc:
+            raise RuntimeFailed(f"cannot run {self.ctr_path}: {exc}") from exc
+        expired = threading.Event()
+
+        def kill() -> None:
+            expired.set()
+            proc.kill()
+
+        killer = threading.Timer(timeout, kill)
+        killer.start()
+        said: list[str] = []
+        try:
+            assert proc.stdout is not None
+            with proc.stdout:
+                for raw in proc.stdout:
+                    line = raw.decode("utf-8", "replace")
+                    on_line(line)
+                    if not line.startswith("time="):
+                        said.append(line)
+            code = proc.wait()
+        finally:
+            killer.cancel()
+        if expired.is_set():
+            what = " ".join([a for a in args if not a.startswith("-")][:2])
+            raise RuntimeFailed(f"ctr {what} timed out after {timeout:.0f}s")
+        return subprocess.CompletedProcess(argv, code, "", "".join(said))
 
     def create(self, spec: ContainerSpec) -> None:
         args = ["run", "-d", "--net-host", *self._io_args(spec.id)]

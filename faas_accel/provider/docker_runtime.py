@@ -19,13 +19,17 @@ from typing import Any, TypeVar
 
 import docker
 import docker.errors
+import docker.utils
 import requests
 
 from .errors import PullFailed, RuntimeFailed
 from .logs import HEARTBEAT, filter_lines
+from .phases import Mark, no_mark
 from .runtime import SECRETS_MOUNT, ContainerSpec, LogLine, TaskStatus
 
 MANAGED_LABEL = "io.faas-accel.function"
+# pull events after which a layer's bytes are in the daemon (or were already)
+FETCHED_STATUSES = frozenset({"Download complete", "Already exists", "Pull complete", "Extracting"})
 _STATUS = {
     "created": TaskStatus.CREATED,
     "running": TaskStatus.RUNNING,
@@ -88,9 +92,35 @@ class DockerRuntime:
         if self._follow_client is not None:
             self._follow_client.close()
 
-    def pull(self, image: str, *, plain_http: bool) -> None:
+    def pull(self, image: str, *, plain_http: bool, mark: Mark = no_mark) -> None:
+        """Pull through the daemon's event stream: the first layer event ends the resolve,
+        the moment every layer is downloaded ends the fetch (dockerd extracts layer by
+        layer while later ones still download), the stream's end ends the unpack."""
+        repo, tag = docker.utils.parse_repository_tag(image)
+        layers: set[str] = set()
+        fetched: set[str] = set()
+        resolved = done = False
+
+        def follow() -> None:
+            nonlocal resolved, done
+            for event in self.client.api.pull(repo, tag=tag or "latest", stream=True, decode=True):
+                if event.get("error"):
+                    raise PullFailed(f"pull of {image} failed: {event['error']}")
+                layer, status = event.get("id"), str(event.get("status", ""))
+                if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
+                    continue
+                if not resolved:
+                    resolved = True
+                    mark("resolve")
+                layers.add(layer)
+                if status in FETCHED_STATUSES:
+                    fetched.add(layer)
+                if not done and fetched >= layers:
+                    done = True
+                    mark("fetch")
+
         try:
-            _mapped(f"pull of {image}", lambda: self.client.images.pull(image), PullFailed)
+            _mapped(f"pull of {image}", follow, PullFailed)
         except docker.errors.NotFound as exc:
             raise PullFailed(f"pull of {image} failed: {_reason(exc)}") from exc
 

@@ -14,6 +14,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
+from .phases import Mark, no_mark
+
 SECRETS_MOUNT = "/var/openfaas/secrets"
 
 
@@ -61,8 +63,9 @@ class Runtime(Protocol):
 
     name: str  # "containerd" or "docker", reported in /system/info
 
-    def pull(self, image: str, *, plain_http: bool) -> None:
-        """Pull `image` (normalized) even if present; PullFailed with the runtime's reason."""
+    def pull(self, image: str, *, plain_http: bool, mark: Mark = no_mark) -> None:
+        """Pull `image` (normalized) even if present; PullFailed with the runtime's reason.
+        Calls `mark("resolve")` and `mark("fetch")` as those phases end (see phases.py)."""
 
     def create(self, spec: ContainerSpec) -> None:
         """Create the container and start its task, detached; RuntimeFailed if either fails."""

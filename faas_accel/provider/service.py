@@ -31,6 +31,7 @@ from .errors import (
     RuntimeFailed,
 )
 from .model import FunctionDeployment, function_status, parse_cpus, parse_memory, plain_http
+from .phases import Mark, PhaseTimer, no_mark
 from .runtime import ContainerSpec, LogLine, Runtime, TaskStatus
 from .store import FunctionRecord, FunctionStore
 
@@ -68,6 +69,7 @@ class Provider:
         ready_timeout: float = 60.0,
         probe_timeout: float = 1.0,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_deployed: Callable[[dict[str, float], float], None] = lambda phases, total: None,
     ) -> None:
         self.runtime = runtime
         self.store = store
@@ -75,6 +77,8 @@ class Provider:
         self.ready_timeout = ready_timeout
         self.probe_timeout = probe_timeout
         self.clock = clock
+        self.on_deployed = on_deployed  # (phases, total seconds) of each deploy or update
+        self._phases: dict[str, tuple[dict[str, float], float]] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
 
@@ -115,10 +119,12 @@ class Provider:
         with self._lock(name):
             if self.store.get(name) is not None:
                 raise FunctionExists(f"function {name} already exists; update it with PUT")
+            timer = PhaseTimer()
             secrets = self._secrets(deployment)
-            self._pull(deployment)
+            self._pull(deployment, timer.mark)
             self.runtime.remove(name)  # a container left by a deploy cut short by a crash
-            self.store.put(self._start_new(deployment, secrets))
+            self.store.put(self._start_new(deployment, secrets, timer.mark))
+            self._timed(name, timer)
             log.info("deployed %s (%s)", name, deployment.image)
 
     def update(self, deployment: FunctionDeployment) -> None:
@@ -128,15 +134,17 @@ class Provider:
         with self._lock(name):
             if self.store.get(name) is None:
                 raise FunctionNotFound(f"service {name} not found")
+            timer = PhaseTimer()
             secrets = self._secrets(deployment)
-            self._pull(deployment)
+            self._pull(deployment, timer.mark)
             self.runtime.remove(name, keep_logs=True)
             try:
-                record = self._start_new(deployment, secrets)
+                record = self._start_new(deployment, secrets, timer.mark)
             except ProviderError as exc:
                 self.store.delete(name)
                 raise type(exc)(f"{exc} (the previous version was removed first: {name} is gone)") from exc
             self.store.put(record)
+            self._timed(name, timer)
             log.info("updated %s (%s)", name, deployment.image)
 
     def delete(self, name: str) -> None:
@@ -199,10 +207,26 @@ class Provider:
             raise FunctionNotFound(f"function {name} not found")
         return record
 
-    def _pull(self, deployment: FunctionDeployment) -> None:
+    def last_phases(self, name: str) -> tuple[dict[str, float], float] | None:
+        """The phases (seconds) and total of the last deploy or update of `name`, if any."""
+        return self._phases.get(name)
+
+    def _timed(self, name: str, timer: PhaseTimer) -> None:
+        phases = timer.finish()
+        self._phases[name] = (phases, timer.total)
+        self.on_deployed(phases, timer.total)
+        log.info(
+            "%s deploy phases: %s; total %.2fs",
+            name,
+            ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()),
+            timer.total,
+        )
+
+    def _pull(self, deployment: FunctionDeployment, mark: Mark = no_mark) -> None:
         ref = deployment.ref
         started = time.monotonic()
-        self.runtime.pull(str(ref), plain_http=plain_http(ref))
+        self.runtime.pull(str(ref), plain_http=plain_http(ref), mark=mark)
+        mark("unpack")  # what the runtime did after its fetch
         log.info("pulled %s in %.2fs", ref, time.monotonic() - started)
 
     def _secrets(self, deployment: FunctionDeployment) -> dict[str, Path]:
@@ -234,14 +258,19 @@ class Provider:
             secrets=secrets,
         )
 
-    def _start_new(self, deployment: FunctionDeployment, secrets: dict[str, Path]) -> FunctionRecord:
+    def _start_new(
+        self, deployment: FunctionDeployment, secrets: dict[str, Path], mark: Mark = no_mark
+    ) -> FunctionRecord:
         """Run a new container on a fresh port and wait until it is healthy; on failure
         remove it and release the port."""
         port = self.store.reserve_port()
         record = FunctionRecord(deployment=deployment, port=port, created_at=self.clock())
         try:
+            mark("other")  # the old container's removal and the port
             self.runtime.create(self._spec(record, secrets))
+            mark("start")
             self._wait_ready(record)
+            mark("healthy")
         except RuntimeFailed:
             self.runtime.remove(deployment.service)
             self.store.release_port(port)

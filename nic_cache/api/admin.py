@@ -85,7 +85,7 @@ def prefetch() -> tuple[Response, int]:
     `"priority": "background"` (prewarm) uses the shared budget (`"limits"`, default: the
     registered prewarm file's) and gives way to live misses; `"pin": true` pins the image
     (held by `"schedule"` if given); `"dry_run": true` only lists its blobs and which are
-    missing.
+    missing; `"transcode": false` keeps the image's layers as pushed (a function opted out).
     """
     data = _body()
     image = data.get("image")
@@ -118,9 +118,20 @@ def prefetch() -> tuple[Response, int]:
         services().access.check_repository(route, from_registry_auth(registry_auth))
     if _flag(data, "dry_run"):
         return jsonify(services().prefetcher.plan(image, platforms=wanted)), 200
+    transcode = data.get("transcode", True)
+    if not isinstance(transcode, bool):
+        raise NameInvalid('"transcode" must be true or false')
+    if not transcode:  # a function's annotation opted its image out of re-encoded layers
+        services().transcoder.index.opt_out(str(parse_image(image)))
     progress = services().prefetcher.start(
-        image, platforms=wanted, wait=wait, background=priority == "background", limits=limits,
-        pin=_flag(data, "pin"), owner=f"schedule:{schedule}" if schedule else "api",
+        image,
+        platforms=wanted,
+        wait=wait,
+        background=priority == "background",
+        limits=limits,
+        pin=_flag(data, "pin"),
+        owner=f"schedule:{schedule}" if schedule else "api",
+        opted_out=not transcode,
     )
     status = {"done": 200, "running": 202}.get(progress.state, 502)
     return jsonify(progress.as_dict()), status
@@ -129,7 +140,17 @@ def prefetch() -> tuple[Response, int]:
 @bp.get("/images")
 def images() -> Response:
     """Every cached image with how much of it is stored."""
-    out = [{**asdict(i), "complete": i.complete} for i in list_images(services().store)]
+    svc = services()
+    tc = svc.transcoder
+    out = [
+        {
+            **asdict(i),
+            "complete": i.complete,
+            "variant": tc.stored_variant(i.digest) if i.digest else None,
+            "variant_state": tc.variant_state(i.digest) if i.digest else "none",
+        }
+        for i in list_images(svc.store)
+    ]
     return jsonify({"images": out})
 
 
@@ -147,10 +168,12 @@ def stats() -> Response:
     """Store usage and the request counters of all workers."""
     svc = services()
     used, count = svc.store.usage()
-    return jsonify({
-        "store": {"bytes": used, "blobs": count, "capacity": svc.config.capacity},
-        "metrics": svc.metrics.snapshot(),
-    })
+    return jsonify(
+        {
+            "store": {"bytes": used, "blobs": count, "capacity": svc.config.capacity},
+            "metrics": svc.metrics.snapshot(),
+        }
+    )
 
 
 @bp.post("/evict")
@@ -171,6 +194,26 @@ def deploy_event() -> Response:
     vm = data.get("vm") or request.remote_addr
     services().store.log_pull(str(ref), ref.digest, str(vm) if vm else None, kind="deploy")
     return jsonify({"recorded": str(ref)})
+
+
+@bp.get("/events/deploys")
+def deploy_events() -> Response:
+    """Deploys the hooks reported after `after` (a time this endpoint gave), except those of
+    `vm`, waiting up to `wait` seconds (at most 60) for one: the prepull fan-out's feed. Without
+    `after`, answers at once with no events and the cursor to start from."""
+    svc = services()
+    vm = request.args.get("vm")
+    if "after" not in request.args:
+        return jsonify({"events": [], "next": svc.store.clock()})
+    after = _query("after", "0", float)
+    deadline = time.monotonic() + min(_query("wait", "0", parse_duration), 60.0)
+    while True:
+        rows = [r for r in svc.store.pulls(since=after) if r["kind"] == "deploy" and r["ts"] > after]
+        events = [{"image": r["image"], "vm": r["client"], "ts": r["ts"]} for r in rows if r["client"] != vm]
+        if events or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    return jsonify({"events": events, "next": max([after, *(r["ts"] for r in rows)])})
 
 
 @bp.get("/popular")

@@ -19,6 +19,7 @@ from ..errors import RangeNotSatisfiable, StoreError, Unauthorized, Unsupported
 from ..proxy import BlobHit, BlobPassthrough
 from ..reference import Route, is_digest, parse_registry_path, validate_digest, validate_reference
 from ..services import Services, services
+from ..variants import PullContext, is_rewritten
 
 log = logging.getLogger(__name__)
 bp = Blueprint("registry", __name__)
@@ -68,13 +69,13 @@ def dispatch(rest: str) -> Response:
             svc.access.check_content(route, "manifests", path.reference, client)
         else:
             svc.access.check_repository(route, client)
-        return _manifest(svc, route, path.reference, client)
+        return _manifest(svc, route, path.reference, path.name, client)
     validate_digest(path.reference)
     svc.access.check_content(route, "blobs", path.reference, client)
     return _blob(svc, route, path.reference, client)
 
 
-def _manifest(svc: Services, route: Route, reference: str, client: Credential) -> Response:
+def _manifest(svc: Services, route: Route, reference: str, name: str, client: Credential) -> Response:
     result = svc.mirror.manifest(route, reference, request.headers.get("Accept"), client)
     svc.access.record(route.upstream, route.repository, result.digest)
     kind = "manifest"
@@ -91,11 +92,29 @@ def _manifest(svc: Services, route: Route, reference: str, client: Credential) -
         except StoreError as exc:  # popularity is bookkeeping: never fail the pull for it
             svc.store.on_index_error()
             log.warning("pull of %s not logged: %s", reference, exc)
+    variant = svc.transcoder.variant(result, _pull_context(svc, route, reference, name))
+    if variant is not result:
+        svc.metrics.variants_served.inc()
+        # the variant's re-encoded layers are this repository's content for this client too
+        svc.access.record(route.upstream, route.repository, variant.digest)
+        result = variant
     headers = {"Docker-Content-Digest": result.digest, "X-Cache": result.source, **API_VERSION}
     resp = Response(result.body, status=200, headers=headers, content_type=result.media_type)
     if request.method == "GET":
         svc.metrics.bytes_served.inc(len(result.body))
     return resp
+
+
+def _pull_context(svc: Services, route: Route, reference: str, name: str) -> PullContext:
+    """What decides whether this manifest request may get re-encoded layers (variants.py)."""
+    upstream = svc.config.upstreams.get(route.upstream)
+    return PullContext(
+        by_digest=is_digest(reference),
+        rewritten=is_rewritten(name, request.args.get("ns"), svc.upstreams.names()),
+        user_agent=request.headers.get("User-Agent"),
+        upstream_opted_out=upstream is not None and not upstream.transcode,
+        image_opted_out=svc.transcoder.index.opted_out(f"{route.upstream}/{route.repository}:{reference}"),
+    )
 
 
 def _blob(svc: Services, route: Route, digest: str, client: Credential) -> Response:

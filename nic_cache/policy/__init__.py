@@ -9,6 +9,7 @@ Plain rows in, decisions out::
     pacing    the background fills' token bucket and when a paced fill may read on
     prewarm   which images a popularity prewarm fills
     hold      which images a VM holds in its own runtime (prepull)
+    admission which images a VM's fan-out keeps within its byte budget
 
 The store (eviction), the prefetcher (pins), the prewarm budget (pacing), the admin API
 (/popular), `faas-accel prepull` and the benchmarks all decide through this package.

@@ -115,8 +115,10 @@ class Containerd:
         namespace: str | None = None,
         snapshotter: str = "overlayfs",
         config_extra: str = "",
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.netns = netns
+        self.env = env
         self.namespace = namespace or f"t-{uuid.uuid4().hex[:10]}"
         self.snapshotter = snapshotter
         self.workdir = _short_tmpdir("ctrd-")
@@ -147,7 +149,8 @@ class Containerd:
     def start(self) -> Containerd:
         """Start the daemon and wait until it answers."""
         if self.proc is None or not self.proc.running():
-            self.proc = Proc(in_netns(["containerd", "--config", self.config_path], self.netns), self.log)
+            argv = in_netns(["containerd", "--config", self.config_path], self.netns)
+            self.proc = Proc(argv, self.log, env=self.env)
             self.wait_ready()
         return self
 
