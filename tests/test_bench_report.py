@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from faas_accel.bench import report
-from faas_accel.bench.paper import PaperSettings, summary, write_csv
+from faas_accel.bench.paper import PaperSettings, read_csv, summary, write_csv
 
 ALPINE = "registry.lab/ref/alpine:paper"
 CUSTOM = "registry.lab/ref/custom:paper"
@@ -594,6 +594,14 @@ class TestWriteCsv:
         write_csv(path, [])
         with open(path, newline="") as fh:
             assert list(csv.reader(fh)) == [["empty"]]
+
+    def test_nested_cells_come_back_from_read_csv(self, tmp_path: Path) -> None:
+        """A dict cell (a deploy's phases) is written as JSON and read back as the same dict."""
+        path = tmp_path / "samples.csv"
+        phases = {"fetch": 0.5, "unpack": 1.25}
+        write_csv(path, [{"seconds": 1.5, "phases": phases}, {"seconds": 2.0}])
+        rows = read_csv(path, floats=("seconds",), jsons=("phases",))
+        assert rows == [{"seconds": 1.5, "phases": phases}, {"seconds": 2.0, "phases": None}]
 
 
 class TestSummary:

@@ -512,7 +512,9 @@ def rerender(out: Path) -> dict[str, Any]:
     traffic = (old.get("traffic") or [{}])[0]
     raw = {
         "pulls": read_csv(out / "retrieval_pulls.csv", ints=("rep", "wan_bytes"), floats=("seconds",)),
-        "samples": read_csv(out / "coldstart_samples.csv", ints=("users",), floats=("seconds",)),
+        "samples": read_csv(
+            out / "coldstart_samples.csv", ints=("users",), floats=("seconds",), jsons=("phases",)
+        ),
         "runs": read_csv(out / "locust_runs.csv", ints=("users", "wan_bytes", "exit"), floats=("wall_s",)),
         "invoke": read_csv(
             out / "invoke.csv", ints=("requests", "failures", "exit"), floats=("median_ms", "p95_ms", "rps")
@@ -530,8 +532,13 @@ def rerender(out: Path) -> dict[str, Any]:
     return finish(out, raw, meta)
 
 
-def read_csv(path: Path, *, ints: tuple[str, ...] = (), floats: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-    """Rows written by `write_csv`, with the named columns typed again (empty cells: None)."""
+def read_csv(
+    path: Path, *, ints: tuple[str, ...] = (), floats: tuple[str, ...] = (), jsons: tuple[str, ...] = ()
+) -> list[dict[str, Any]]:
+    """Rows written by `write_csv`, with the named columns typed again (empty cells: None).
+
+    `jsons` names the columns that held dicts or lists (written as JSON by `write_csv`).
+    """
     if not path.exists():
         return []
     with open(path, newline="") as fh:
@@ -542,16 +549,25 @@ def read_csv(path: Path, *, ints: tuple[str, ...] = (), floats: tuple[str, ...] 
                 row[key] = (
                     None if row[key] in ("", None) else (int(row[key]) if key in ints else float(row[key]))
                 )
+        for key in jsons:
+            if key in row:
+                row[key] = None if row[key] in ("", None) else json.loads(row[key])
     return rows
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows as CSV with the union of their keys as header (an empty file gets a header line)."""
+    """Rows as CSV with the union of their keys as header (an empty file gets a header line).
+
+    Dict and list cells are written as JSON so that `read_csv(..., jsons=...)` gets them back.
+    """
     keys = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
     with open(path, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=keys)
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(
+            {k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for k, v in row.items()}
+            for row in rows
+        )
 
 
 def summary(doc: dict[str, Any]) -> str:
