@@ -10,18 +10,30 @@ from pathlib import Path
 
 # what Chromium needs as root in a container, and nothing that talks to the outside
 FLAGS = (
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--hide-scrollbars", "--virtual-time-budget=3000",
-)  # fmt: skip
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+    "--virtual-time-budget=3000",
+)
 
 
 def chromium(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     """Run chromium with FLAGS and a fresh profile; raises on a non-zero exit."""
     profile = tempfile.mkdtemp(prefix="fa-chromium-")
     try:
-        return subprocess.run(["chromium", *FLAGS, f"--user-data-dir={profile}", *args],
-                              capture_output=True, text=True, timeout=timeout, check=True)  # fmt: skip
+        return subprocess.run(
+            ["chromium", *FLAGS, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
     finally:
         shutil.rmtree(profile, ignore_errors=True)
 
