@@ -255,7 +255,8 @@ class TestInstallVm:
         assert [p.name for p in tmp_path.rglob("*") if p.is_file()] == ["docker-compose.yaml"]
 
     def test_docker_runtime_merges_daemon_json(self, tmp_path: Path) -> None:
-        """With --runtime docker, daemon.json gets the mirror and keeps its other keys."""
+        """With --runtime docker, daemon.json gets the mirror and keeps its other keys, and
+        prepull talks to dockerd's socket."""
         daemon = tmp_path / "etc/docker/daemon.json"
         daemon.parent.mkdir(parents=True)
         daemon.write_text('{"log-driver": "local"}\n')
@@ -265,6 +266,9 @@ class TestInstallVm:
             "registry-mirrors": ["http://198.18.1.1:5000"],
             "insecure-registries": ["198.18.1.1:5000"],
         }
+        prepull = (tmp_path / "etc/systemd/system/faas-accel-prepull.service").read_text()
+        assert "--runtime docker --address unix:///run/docker.sock" in prepull
+        assert "After=network-online.target docker.service" in prepull
 
     def test_token_file_takes_the_nics_env(self, tmp_path: Path) -> None:
         """--token-file accepts the NIC's nic.env; the VM's env file holds the token, mode 0600."""

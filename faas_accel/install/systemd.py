@@ -109,7 +109,7 @@ class VmUnits:
     hook_bind: str = "0.0.0.0:8082"  # where faasd's gateway finds the hook
     local_registry: str = "127.0.0.1:5000"  # faasd pulls plain HTTP only from localhost
     runtime: str = "containerd"
-    address: str = "/run/containerd/containerd.sock"
+    address: str | None = None  # the runtime's socket; None: containerd's or dockerd's default
     namespace: str = "openfaas-fn"
     limit: int = 10
     budget: str = "4GiB"
@@ -196,7 +196,9 @@ def _puller_argv(opts: VmUnits, command: str) -> list[str]:
 
 
 def _address(opts: VmUnits) -> str:
-    return f"unix://{opts.address}" if opts.runtime == "docker" else opts.address
+    if opts.runtime == "docker":
+        return f"unix://{opts.address or '/run/docker.sock'}"
+    return opts.address or "/run/containerd/containerd.sock"
 
 
 def _runtime_unit(opts: VmUnits) -> str:
