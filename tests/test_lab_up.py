@@ -24,8 +24,22 @@ STACK = REPO / "stack.yml"
 
 
 def lab_up(workdir: Path) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "faas_accel", "lab", "up", "--vms", "1", "--workdir", str(workdir),
-            "--no-fanout", "--stack", str(STACK), "--build-dir", str(REPO / "build")]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "faas_accel",
+        "lab",
+        "up",
+        "--vms",
+        "1",
+        "--workdir",
+        str(workdir),
+        "--no-fanout",
+        "--stack",
+        str(STACK),
+        "--build-dir",
+        str(REPO / "build"),
+    ]
     return subprocess.run(argv, capture_output=True, text=True, timeout=1200, check=False)
 
 
@@ -73,3 +87,33 @@ class TestLabUp:
         assert again.returncode == 0, again.stderr[-3000:]
         assert f"holds the {len(images)} image(s) of stack.yml" in again.stderr
         assert "lab is already up" in again.stderr
+
+
+class TestOptions:
+    def test_missing_stack_file_is_a_usage_error(self, tmp_path: Path) -> None:
+        """`lab up --stack` naming no file fails before anything is built or started."""
+        from click.testing import CliRunner
+
+        from faas_accel.cli import main
+
+        res = CliRunner().invoke(main, ["lab", "up", "--stack", str(tmp_path / "none.yml")])
+        assert res.exit_code == 2 and "no stack file at" in res.output and "--no-seed" in res.output
+
+    def test_next_steps_name_every_gateway(self) -> None:
+        """The printed commands use VM 1's gateway and password and list the other VMs."""
+        from faas_accel.lab.guide import next_steps
+
+        vms = [
+            {
+                "name": f"vm{k}",
+                "gateway_url": f"http://198.18.1.1{k}:8080",
+                "auth": {"user": "admin", "password": "pw"},
+            }
+            for k in (1, 2)
+        ]
+        doc = {"vms": vms, "accel": True, "nic": {"cache_url": "http://198.18.1.1:5000", "admin_token": "t"}}
+        text = "\n".join(next_steps(doc, Path("/x/stack.yml"), ["hello"]))
+        assert "echo -n pw | faas-cli login -g http://198.18.1.11:8080 -u admin --password-stdin" in text
+        assert "faas-cli deploy -f /x/stack.yml -g http://198.18.1.11:8080 --read-template=false" in text
+        assert "faas-cli invoke hello -g http://198.18.1.11:8080" in text
+        assert "vm2 http://198.18.1.12:8080" in text

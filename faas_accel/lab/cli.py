@@ -109,7 +109,7 @@ def lab() -> None:
 @click.option(
     "--stack",
     "stack_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=click.Path(dir_okay=False, path_type=Path),
     default=REPO / "stack.yml",
     show_default=True,
     help="build and seed this stack's images when the lab's internet registry lacks them",
@@ -131,13 +131,16 @@ def up_cmd(stack_file: Path, build_dir: Path, no_seed: bool, as_json: bool, **kw
         click.echo(message, err=True)
 
     if not no_seed:
+        if not stack_file.is_file():
+            raise click.UsageError(f"no stack file at {stack_file}: pass --stack FILE, or --no-seed")
         check_host(spec)  # before a build: root and the programs seeding needs
         _run(lambda: ensure_stack_seeded(Path(spec.workdir) / "seed", stack_file, build_dir, log=progress))
     doc = _run(lambda: up(spec, log=progress))
     if as_json:
         click.echo(json.dumps(doc, indent=2))
         return
-    for line in next_steps(doc, stack_file.resolve(), list(stack_functions(stack_file))):
+    functions = list(stack_functions(stack_file)) if stack_file.is_file() else []
+    for line in next_steps(doc, stack_file.resolve(), functions):
         click.echo(line)
 
 
