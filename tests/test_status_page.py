@@ -103,7 +103,9 @@ class TestAccess:
         assert refused.status_code == 401 and refused.headers["WWW-Authenticate"].startswith("Basic ")
         assert requests.get(url, auth=("anyone", "wrong"), timeout=10).status_code == 401
         assert requests.get(url, auth=("anyone", TOKEN), timeout=10).status_code == 200
-        assert requests.get(f"{url}.json", headers=cache.auth, timeout=10).json()["summary"]["hits"] == 0
+        as_json = requests.get(f"{url}.json", headers=cache.auth, timeout=10)
+        assert as_json.status_code == 200, (as_json.text, cache.log.read_text()[-4000:])
+        assert as_json.json()["summary"]["hits"] == 0
         root = requests.get(f"{cache.url}/", allow_redirects=False, timeout=10)
         assert (root.status_code, root.headers["Location"]) == (302, "/status")
         lib = requests.get(f"{cache.url}/status/static/uplot/uPlot.iife.min.js", timeout=10)
