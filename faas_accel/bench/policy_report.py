@@ -108,8 +108,11 @@ def plot(results: dict[float, dict[str, Outcome]], path: Path) -> None:
     for name in names:
         xs = [c for c in caps if name in results[c]]
         ys = [100 * results[c][name].wan_served_share for c in xs]
-        style = "--" if name == "belady" else "-"
-        ax.plot([100 * x for x in xs], ys, style, marker="o", label=name)
+        pct = [100 * x for x in xs]
+        if name == "belady":
+            ax.plot(pct, ys, "--", color="black", marker="o", label="belady (offline)")
+        else:
+            ax.plot(pct, ys, ":" if name.endswith("-evict") else "-", marker="o", label=name)
     ax.set_xlabel("NIC cache capacity (% of all image bytes)")
     ax.set_ylabel("cold starts served over the WAN (%)")
     ax.set_ylim(bottom=0)
