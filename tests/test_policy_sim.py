@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +16,7 @@ from faas_accel.cli import main
 
 AZURE = Path("/work/shared/traces/azure-functions-2019-sample")
 # one layer of exactly 1 MB per function, no shared bases, every active minute a cold start
-ONE_MB = {"own_mb": 1.0, "own_sigma": 0.0, "bases": 0, "keepalive": 0}
+ONE_MB: dict[str, Any] = {"own_mb": 1.0, "own_sigma": 0.0, "bases": 0, "keepalive": 0}
 
 
 def write_trace(directory: Path, minutes: int, calls: dict[str, list[int]]) -> Path:

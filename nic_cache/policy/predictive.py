@@ -12,8 +12,9 @@ The paper judges a histogram by the CV of its bin counts over days of data; with
 dozen uses an image sees in a day that CV is high for any sparse sample, so here a histogram
 is representative with `min_samples` idle times whose own CV is at most `max_cv` and at most
 `max_oob` of them past the range. Otherwise the fallback is a time series: an exponentially
-weighted mean of the idle times (`ewma_weight` on the newest) predicts the next use; an
-image seen once is expected `horizon` seconds after it.
+weighted mean of the idle times (`ewma_weight` on the newest) predicts the next use. An
+image seen once (or a key no image claims) is expected `horizon` plus the time it has been
+idle from now: the longer idle, the further off, as LRU would have it.
 
 A stored key's predicted next use is the soonest of the images that hold it. Eviction takes
 first the key that costs most to keep until then: the time to its predicted next use times
@@ -186,16 +187,16 @@ class Predictive(Policy):
                 if expected is not None:
                     return img.last + expected
             return now + idle
-        gap = img.ewma if img.ewma is not None else self.horizon
-        return img.last + gap if idle < gap else now + idle
+        if img.ewma is None:  # seen once: further off the longer it has been idle
+            return now + self.horizon + idle
+        return img.last + img.ewma if idle < img.ewma else now + idle
 
     def next_use(self, key: str, now: float, cache: dict[str, float] | None = None) -> float:
         """The soonest predicted next use among the images holding `key` (a key no image
-        claims is expected `horizon` after its last access)."""
+        claims is taken as an image seen once, at its last access)."""
         names = self.holders.get(key)
         if not names:
-            last = self.last_access.get(key, now)
-            return last + self.horizon if now - last < self.horizon else 2 * now - last
+            return 2 * now + self.horizon - self.last_access.get(key, now)
         best = math.inf
         for name in names:
             if cache is not None and name in cache:
