@@ -24,7 +24,7 @@ from .policy import Entry, Policy
 from .sqlitedb import Database
 
 log = logging.getLogger(__name__)
-MAX_BYTES = 8 * 1024 * 1024
+MAX_BYTES = 16 * 1024 * 1024  # predictive at its caps: 2048 images x (64 digests + 240 bins)
 
 # the last pull fed to the policy is (pull_ts, pull_rowid) of `pulls`; (0, 0) before any
 SCHEMA = (

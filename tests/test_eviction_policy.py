@@ -16,6 +16,7 @@ import pytest
 
 from nic_cache.config import load_config
 from nic_cache.policy import make_policy
+from nic_cache.policy_state import MAX_BYTES
 from nic_cache.store import Store
 from tests.conftest import LAB, Seeded
 from tests.support.cache import Cache
@@ -99,6 +100,23 @@ class TestStore:
         assert idle_times(state, "lab/f:1") == 3
         assert state is not None and state["images"]["lab/f:1"]["keys"] == [manifest, layer]
         store.close()
+
+
+    def test_predictive_state_at_its_caps_fits_the_saved_bound(self) -> None:
+        """2048 images of 64 digests each, every one of the 240 bins used: the state still fits
+        under MAX_BYTES, and images past max_images or digests past MAX_KEYS are dropped."""
+        digest = "sha256:" + "ab" * 32
+        hist = {"counts": {str(b): 1000 for b in range(300)}, "n": 300_000, "total": 1e9, "total_sq": 1e15}
+        images = {f"registry.example/team-{i}/function-{i}:v{i}": {
+            "keys": [f"{digest[:-6]}{i:03x}{k:03x}" for k in range(70)], "last": 1e9 + i, "hist": hist,
+            "ewma": 600.0} for i in range(2100)}  # fmt: skip
+        p = make_policy("predictive")
+        p.restore({"images": images, "sizes": {}})
+        state = p.state()
+        assert len(state["images"]) == 2048
+        assert max(len(img["keys"]) for img in state["images"].values()) == 64
+        assert max(len(img["hist"]["counts"]) for img in state["images"].values()) == 240
+        assert len(json.dumps(state, separators=(",", ":"))) < MAX_BYTES
 
 
 @pytest.mark.integration

@@ -40,7 +40,7 @@ from .base import Policy, Prefetch
 from .histogram import IdleHistogram
 
 MIB = float(1 << 20)
-MAX_KEYS = 256  # keys remembered per image (an image has a few dozen layers at most)
+MAX_KEYS = 64  # keys remembered per image (a manifest, its config and layers; more are dropped)
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Predictive(Policy):
         horizon: float = 0.0,
         lead: float = 120.0,
         capacity: int = 0,
-        max_images: int = 4096,
+        max_images: int = 2048,
         prefetch: bool = True,
         size_weight: float = 1.0,
     ) -> None:
