@@ -51,7 +51,8 @@ def _value(raw: str) -> Any:
 @click.option("--trace", "trace_dir", required=True, type=click.Path(exists=True, path_type=Path),
               help="a trace CSV (Azure Functions 2019 shape) or a directory holding one")
 @click.option("--capacity", default="0.1,0.3", show_default=True, help="cache sizes, fractions of all bytes")
-@click.option("--policies", default=",".join((*POLICY_NAMES, *EXTRA_NAMES)), show_default=True)
+@click.option("--policies", default=",".join((*POLICY_NAMES, *EXTRA_NAMES)), show_default=True,
+              help="which policies to run")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="write a PNG of WAN-served share against capacity")
