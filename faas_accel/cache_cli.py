@@ -6,16 +6,18 @@ import json
 import os
 import shutil
 import sys
+import threading
 from typing import Any
 
 import click
-import requests
 
 from nic_cache.app import open_store
 from nic_cache.config import load_config_file
 from nic_cache.errors import NicCacheError
 from nic_cache.scrub import check, collect_temp
 from nic_cache.units import format_size
+
+from . import admin_client
 
 
 @click.group("cache")
@@ -59,21 +61,11 @@ def _admin(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
     return base, ({"Authorization": f"Bearer {token}"} if token else {})
 
 
-def _call(method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
+def _call(method: str, base: str, path: str, headers: dict[str, str], **kw: Any) -> Any:
     try:
-        resp = requests.request(method, url, headers=headers, timeout=kw.pop("timeout", 30), **kw)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach the cache at {url}: {exc}") from exc
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"errors": [{"message": resp.text[:200]}]}
-    if resp.status_code >= 400 and resp.status_code != 502:
-        errs = body.get("errors") or [{}]
-        raise click.ClickException(
-            f"{resp.status_code}: {errs[0].get('code', '')} {errs[0].get('message', '')}".strip()
-        )
-    return body
+        return admin_client.call(None, method, base, path, headers=headers, **kw)
+    except admin_client.AdminError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 _url_opt = click.option("--url", default=None, help="cache URL [env NIC_CACHE_URL, http://127.0.0.1:5000]")
@@ -84,15 +76,54 @@ _token_opt = click.option("--token", default=None, help="admin token [env NIC_CA
 @click.argument("image")
 @click.option("--platform", "platforms", multiple=True, help="os/arch to fill from an index")
 @click.option("--wait", type=float, default=600, show_default=True, help="seconds to wait")
+@click.option("--quiet", is_flag=True, help="no progress lines, only the result")
 @_url_opt
 @_token_opt
-def prefetch(image: str, platforms: tuple[str, ...], wait: float, url: str | None, token: str | None) -> None:
-    """Fill IMAGE into the cache (manifests and every blob)."""
+def prefetch(
+    image: str, platforms: tuple[str, ...], wait: float, quiet: bool, url: str | None, token: str | None
+) -> None:
+    """Fill IMAGE into the cache (manifests and every blob), showing progress on stderr."""
     base, headers = _admin(url, token)
-    body: dict[str, Any] = {"image": image, "wait": wait}
+    body: dict[str, Any] = {"image": image}
     if platforms:
         body["platforms"] = list(platforms)
-    res = _call("POST", f"{base}/api/v1/prefetch", headers, json=body, timeout=wait + 30)
+    # the plan (a dry run) fails fast on a wrong URL, token or image, and sizes the progress
+    plan = _call("POST", base, "prefetch", headers, json={**body, "dry_run": True}, timeout=60)
+    if not quiet:
+        click.echo(
+            f"{image}: {plan['blobs_missing']} of {plan['blobs_total']} blobs to fetch "
+            f"({format_size(plan['bytes_missing'])} of {format_size(plan['bytes_total'])})",
+            err=True,
+        )
+    result: dict[str, Any] = {}
+    failure: list[click.ClickException] = []
+
+    def run() -> None:
+        try:
+            result.update(
+                _call(
+                    "POST",
+                    base,
+                    "prefetch",
+                    headers,
+                    json={**body, "wait": wait},
+                    timeout=wait + 30,
+                    ok=(502,),
+                )
+            )
+        except click.ClickException as exc:
+            failure.append(exc)
+
+    worker = threading.Thread(target=run, name="prefetch", daemon=True)
+    worker.start()
+    while not quiet and worker.is_alive() and plan["blobs_missing"]:
+        worker.join(PROGRESS_EVERY)
+        if worker.is_alive():
+            _progress(image, plan, base, headers, body)
+    worker.join()
+    if failure:
+        raise failure[0]
+    res = result
     click.echo(
         f"{res['image']}: {res['state']} — {res['blobs_done']}/{res['blobs_total']} blobs, "
         f"{format_size(res['bytes_done'])} of {format_size(res['bytes_total'])} "
@@ -104,6 +135,30 @@ def prefetch(image: str, platforms: tuple[str, ...], wait: float, url: str | Non
         sys.exit(1)
 
 
+PROGRESS_EVERY = 2.0  # seconds between progress lines of a prefetch
+
+
+def _progress(
+    image: str, plan: dict[str, Any], base: str, headers: dict[str, str], body: dict[str, Any]
+) -> None:
+    """One progress line: blobs and bytes stored since the prefetch began."""
+    try:
+        now = admin_client.call(
+            None, "POST", base, "prefetch", headers=headers, json={**body, "dry_run": True}, timeout=30
+        )
+    except admin_client.AdminError as exc:
+        click.echo(f"{image}: (progress unavailable: {exc})", err=True)
+        return
+    done = plan["bytes_missing"] - now["bytes_missing"]
+    blobs = plan["blobs_missing"] - now["blobs_missing"]
+    share = done / plan["bytes_missing"] if plan["bytes_missing"] else 1.0
+    click.echo(
+        f"{image}: {share:5.1%} — {blobs}/{plan['blobs_missing']} blobs, "
+        f"{format_size(done)} of {format_size(plan['bytes_missing'])}",
+        err=True,
+    )
+
+
 @cache.command("ls")
 @click.option("--json", "as_json", is_flag=True, help="print JSON")
 @_url_opt
@@ -111,7 +166,7 @@ def prefetch(image: str, platforms: tuple[str, ...], wait: float, url: str | Non
 def ls(as_json: bool, url: str | None, token: str | None) -> None:
     """List cached images."""
     base, headers = _admin(url, token)
-    res = _call("GET", f"{base}/api/v1/images", headers)
+    res = _call("GET", base, "images", headers)
     if as_json:
         click.echo(json.dumps(res, indent=2))
         return

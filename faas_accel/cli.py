@@ -9,6 +9,7 @@ from .bench.cli import bench
 from .cache_cli import cache
 from .hook.cli import hook
 from .images.cli import images
+from .install.cli import install
 from .lab.cli import lab
 from .mirror_config_cli import mirror_config
 from .prepull_cli import prepull
@@ -27,6 +28,7 @@ main.add_command(cache)
 main.add_command(hook)
 main.add_command(lab)
 main.add_command(images)
+main.add_command(install)
 main.add_command(provider)
 main.add_command(prewarm)
 main.add_command(prepull)

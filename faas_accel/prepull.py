@@ -57,6 +57,7 @@ from typing import Any, Protocol
 
 import requests
 
+from faas_accel.admin_client import answer_error, transport_reason
 from nic_cache.errors import RegistryError
 from nic_cache.policy.hold import Candidate, choose, missing
 from nic_cache.reference import parse_image, validate_digest
@@ -297,19 +298,16 @@ class Prepuller:
     def _get(self, path: str) -> dict[str, Any]:
         url = f"{self.cache_url}/api/v1/{path}"
         try:
-            with self.session.get(url, timeout=30) as resp:
-                if resp.status_code == 401:
-                    raise PrepullError(
-                        f"GET /api/v1/{path}: HTTP 401: the NIC refused the admin token "
-                        "(check NIC_CACHE_ADMIN_TOKEN or --token)"
-                    )
-                if resp.status_code != 200:
-                    raise PrepullError(f"GET /api/v1/{path}: HTTP {resp.status_code} {resp.text[:200]}")
-                doc = resp.json()
-        except requests.exceptions.JSONDecodeError as exc:
-            raise PrepullError(f"GET /api/v1/{path}: the NIC answered something not JSON: {exc}") from exc
+            with self.session.get(url, timeout=(10, 30)) as resp:
+                try:
+                    doc = resp.json()
+                except ValueError:
+                    doc = None
+                if resp.status_code != 200 or doc is None:
+                    raise PrepullError(f"GET /api/v1/{path}: {answer_error(resp, doc)}")
         except requests.RequestException as exc:
-            raise PrepullError(f"NIC cache at {self.cache_url} unreachable: {exc}") from exc
+            reason = transport_reason(exc, 10 if isinstance(exc, requests.ConnectTimeout) else 30)
+            raise PrepullError(f"cannot reach the NIC cache at {self.cache_url}: {reason}") from exc
         if not isinstance(doc, dict):
             raise PrepullError(f"GET /api/v1/{path}: expected a JSON object, got {type(doc).__name__}")
         return doc
@@ -332,7 +330,7 @@ class Prepuller:
         lacking = missing(cached, self.only)
         local = self.runtime.digests() if chosen else {}
         pulled, present, failed = [], [], {}
-        for c in chosen:
+        for i, c in enumerate(chosen, 1):
             try:
                 source, name = self.refs(c)
             except RegistryError as exc:
@@ -341,6 +339,7 @@ class Prepuller:
             if c.digest in local.get(name, set()):
                 present.append(c.image)
                 continue
+            log.info("pulling %s (%d of %d, %.1f MB) from the NIC", c.image, i, len(chosen), c.size / 1e6)
             try:
                 self.runtime.pull(source, name)
                 pulled.append(c.image)

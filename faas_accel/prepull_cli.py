@@ -24,6 +24,7 @@ from nic_cache.errors import NicCacheError, RegistryError
 from nic_cache.reference import HOST_RE, parse_image
 from nic_cache.units import parse_duration, parse_size
 
+from .admin_client import AdminError, check_url
 from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
 from .prepull_fanout import Fanout
 
@@ -98,6 +99,10 @@ def _prepuller(kw: dict[str, Any]) -> Prepuller:
         budget = parse_size(kw["budget"])
     except (NicCacheError, ValueError) as exc:
         raise click.BadParameter(str(exc), param_hint="--budget") from exc
+    try:
+        check_url(kw["cache_url"])
+    except AdminError as exc:
+        raise click.BadParameter(str(exc), param_hint="--cache") from exc
     runtime: Runtime
     if kw["runtime"] == "containerd":
         runtime = ContainerdPuller(kw["address"], kw["namespace"], kw["hosts_dir"],
@@ -128,8 +133,10 @@ def prepull() -> None:
 def once_cmd(**kw: Any) -> None:
     """Pull what is missing now; print what was pulled, present, failed and missing (JSON).
 
-    Exits 1 when a pull failed or an --image is not complete on the NIC.
+    Exits 1 when a pull failed or an --image is not complete on the NIC. Each pull is logged
+    on stderr as it happens.
     """
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         result = _prepuller(kw).once()
     except PrepullError as exc:

@@ -16,7 +16,7 @@ from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
 from .access import TOKEN_PATH, Access
-from .api import admin, registry
+from .api import admin, registry, status
 from .config import Config, load_config_file
 from .errors import RangeNotSatisfiable, RegistryError, Unauthorized
 from .fill import Fills
@@ -68,6 +68,7 @@ def create_app(
     app.register_blueprint(registry.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(admin.ops)
+    app.register_blueprint(status.bp)
     app.register_error_handler(RegistryError, _registry_error)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _internal_error)

@@ -82,6 +82,7 @@ class Config:
     access_ttl: float = 60.0  # seconds a client's upstream access answer is reused (1m)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
     eviction: EvictionConfig = field(default_factory=EvictionConfig)
+    status_page: str = "token"  # /status: token (the admin token) | open (anyone) | off
 
     @property
     def host(self) -> str:
@@ -198,6 +199,7 @@ def _build(raw: dict[str, Any], where: Any) -> Config:
     conv("pull_log_max_age", parse_duration)
     conv("pull_log_max_rows", _count)
     conv("access_ttl", parse_duration)
+    conv("status_page", _status_page)
     ups = raw.get("upstreams") or {}
     if not isinstance(ups, dict):
         raise ConfigError(f"{where('upstreams')}: upstreams: must map registry hosts to {{url: ...}}")
@@ -264,6 +266,13 @@ def _verify_mode(value: Any) -> str:
     text = str(value).strip().lower()
     if text not in ("sizes", "digests", "off"):
         raise ValueError(f"need sizes, digests or off, got {value!r}")
+    return text
+
+
+def _status_page(value: Any) -> str:
+    text = "off" if value is False else str(value).strip().lower()  # YAML reads a bare `off` as false
+    if text not in ("token", "open", "off"):
+        raise ValueError(f"need token, open or off, got {value!r}")
     return text
 
 

@@ -384,7 +384,7 @@ class TestCli:
 
     def test_unreachable_cache_is_a_clean_error(self) -> None:
         result = CliRunner().invoke(main, ONCE)
-        assert result.exit_code == 1 and "unreachable" in result.output
+        assert result.exit_code == 1 and "cannot reach the NIC cache" in result.output
 
     def test_the_token_comes_from_the_environment(self, nic: FakeNic) -> None:
         result = CliRunner().invoke(main, once_at(nic), env={"NIC_CACHE_ADMIN_TOKEN": "from-env"})

@@ -9,9 +9,13 @@ from typing import Any
 
 import click
 
+from faas_accel.images.errors import ImageBuildError
+
 from .daemons import DaemonFailed
-from .lab import LabError, down, status, up
+from .guide import next_steps
+from .lab import LabError, check_host, down, status, up
 from .net import NetError
+from .seed import ensure_stack_seeded, stack_functions
 from .spec import LabSpec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +95,7 @@ def _spec(kw: dict[str, Any], default_vms: int = 2) -> LabSpec:
 def _run(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except (LabError, NetError, DaemonFailed) as exc:
+    except (LabError, NetError, DaemonFailed, ImageBuildError) as exc:
         raise click.ClickException(str(exc)) from exc
 
 
@@ -102,11 +106,42 @@ def lab() -> None:
 
 @lab.command("up")
 @_spec_options
-def up_cmd(**kw: Any) -> None:
-    """Bring the lab up (idempotent)."""
+@click.option(
+    "--stack",
+    "stack_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=REPO / "stack.yml",
+    show_default=True,
+    help="build and seed this stack's images when the lab's internet registry lacks them",
+)
+@click.option(
+    "--build-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=REPO / "build",
+    show_default=True,
+    help="image layouts and the build cache",
+)
+@click.option("--no-seed", is_flag=True, help="do not build or seed the stack's images")
+@click.option("--json", "as_json", is_flag=True, help="print the lab's status as JSON instead of next steps")
+def up_cmd(stack_file: Path, build_dir: Path, no_seed: bool, as_json: bool, **kw: Any) -> None:
+    """Bring the lab up (idempotent), with the stack's images in its internet registry."""
     spec = _spec(kw)
-    doc = _run(lambda: up(spec, log=lambda m: click.echo(m, err=True)))
-    click.echo(json.dumps(doc, indent=2))
+
+    def progress(message: str) -> None:
+        click.echo(message, err=True)
+
+    if not no_seed:
+        if not stack_file.is_file():
+            raise click.UsageError(f"no stack file at {stack_file}: pass --stack FILE, or --no-seed")
+        check_host(spec)  # before a build: root and the programs seeding needs
+        _run(lambda: ensure_stack_seeded(Path(spec.workdir) / "seed", stack_file, build_dir, log=progress))
+    doc = _run(lambda: up(spec, log=progress))
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+        return
+    functions = list(stack_functions(stack_file)) if stack_file.is_file() else []
+    for line in next_steps(doc, stack_file.resolve(), functions):
+        click.echo(line)
 
 
 @lab.command("status")

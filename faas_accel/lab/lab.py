@@ -92,7 +92,8 @@ def up(
     check_host(spec)
     p = paths(spec)
     running, facts = daemons.load(p["state"])
-    if running and facts.get("spec") == asdict(spec) and all(d.alive() for d in running):
+    same = facts.get("spec") == json.loads(json.dumps(asdict(spec)))  # as saved: JSON has no tuples
+    if running and same and all(d.alive() for d in running):
         log("lab is already up")
         return status(spec)
     if running or net.lab_namespaces():

@@ -219,10 +219,14 @@ def deploy_events() -> Response:
 @bp.get("/popular")
 def popular() -> Response:
     """Images ranked by decayed pulls + deploys: `?limit=20&window=7d&half_life=1d&min_pulls=0`."""
-    limit = _query("limit", "20", _count)
-    window = _query("window", "7d", parse_duration)
-    half_life = _query("half_life", "1d", parse_duration)
-    min_pulls = _query("min_pulls", "0", _count)
+    return jsonify(popular_images(
+        limit=_query("limit", "20", _count), window=_query("window", "7d", parse_duration),
+        half_life=_query("half_life", "1d", parse_duration), min_pulls=_query("min_pulls", "0", _count),
+    ))  # fmt: skip
+
+
+def popular_images(*, limit: int, window: float, half_life: float, min_pulls: int) -> dict[str, Any]:
+    """The ranking `/popular` answers (also on the status page)."""
     svc = services()
     now = svc.store.clock()
     ranked = prewarm_choice.popular(
@@ -236,7 +240,7 @@ def popular() -> Response:
             "image": p.image, "score": round(p.score, 6), "pulls": p.pulls, "deploys": p.deploys,
             "vms": p.clients, "last_seen": p.last_seen, "size": size, "cached": cached,
         })  # fmt: skip
-    return jsonify({"now": now, "window": window, "half_life": half_life, "images": images})
+    return {"now": now, "window": window, "half_life": half_life, "images": images}
 
 
 @bp.get("/prewarm")
