@@ -7,6 +7,7 @@ coordination lives on disk (flock + SQLite), never in memory.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from .config import Config, load_config_file
 from .errors import RangeNotSatisfiable, RegistryError, Unauthorized
 from .fill import Fills
 from .metrics import Metrics
+from .policy import make_policy
 from .prefetch import Prefetcher
 from .prewarm.budget import Budget
 from .prewarm.state import PrewarmState
@@ -79,6 +81,7 @@ def open_store(config: Config) -> Store:
     return Store(
         config.data_dir, capacity=config.capacity, low_watermark=config.low_watermark,
         pull_log_max_age=config.pull_log_max_age, pull_log_max_rows=config.pull_log_max_rows,
+        policy=functools.partial(make_policy, config.eviction.policy, **config.eviction.params),
     )
 
 

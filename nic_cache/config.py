@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from .errors import ConfigError
+from .policy import PolicyError, make_policy
 from .reference import HOST_RE
 from .units import parse_duration, parse_size
 
@@ -50,6 +51,14 @@ class TranscodeConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class EvictionConfig:
+    """`eviction:`: the policy (nic_cache/policy) that picks victims over `capacity`."""
+
+    policy: str = "predictive"  # lru | lfu | gdsf | s3fifo | predictive (results/policy/)
+    params: Mapping[str, Any] = field(default_factory=dict)  # the policy's parameters
+
+
+@dataclass(frozen=True, kw_only=True)
 class Config:
     """The whole cache configuration; each field's default is in its comment."""
 
@@ -72,6 +81,7 @@ class Config:
     pull_log_max_rows: int = 100_000  # the pull log keeps at most this many rows (0: no bound)
     access_ttl: float = 60.0  # seconds a client's upstream access answer is reused (1m)
     transcode: TranscodeConfig = field(default_factory=TranscodeConfig)
+    eviction: EvictionConfig = field(default_factory=EvictionConfig)
     status_page: str = "token"  # /status: token (the admin token) | open (anyone) | off
 
     @property
@@ -202,6 +212,8 @@ def _build(raw: dict[str, Any], where: Any) -> Config:
     kwargs["upstreams"] = upstreams
     if raw.get("transcode") is not None:
         kwargs["transcode"] = _transcode(raw["transcode"], where)
+    if raw.get("eviction") is not None:
+        kwargs["eviction"] = _eviction(raw["eviction"], where)
     default = kwargs.get("default_upstream")
     if default is not None and default not in upstreams:
         raise ConfigError(
@@ -290,6 +302,24 @@ def _transcode(spec: Any, where: Any) -> TranscodeConfig:
                 raise ConfigError(f"{loc}: must be true or false")
         kwargs[key] = value
     return TranscodeConfig(**kwargs)
+
+
+def _eviction(spec: Any, where: Any) -> EvictionConfig:
+    """`eviction: gdsf`, or a mapping: `policy:` plus that policy's parameters."""
+    short = isinstance(spec, str)
+    if short:
+        spec = {"policy": spec}
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{where('eviction')}: eviction: a policy name or a mapping with policy: ...")
+    params = {str(k): v for k, v in spec.items() if k != "policy"}
+    name = spec.get("policy", EvictionConfig.policy)
+    try:
+        make_policy(name, **params)
+    except PolicyError as exc:
+        key = exc.param or "policy"
+        loc = where("eviction") if short or key not in spec else where("eviction", key)
+        raise ConfigError(f"{loc}: eviction.{key}: {exc}") from exc
+    return EvictionConfig(policy=name, params=params)
 
 
 def _refuse_unknown(spec: dict[str, Any], known: set[str], where: Any, *path: str) -> None:

@@ -35,6 +35,7 @@ from typing import Protocol
 from . import diskio, locks
 from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError
 from .policy import LRU, Entry, Policy
+from .policy_state import choose_victims
 from .reference import digest_hex
 from .sqlitedb import Database
 
@@ -564,11 +565,11 @@ class Store:
                 if row[0] not in held:
                     victims.append(row[0])
                     need -= row[1]
-            if need > 0:
-                policy = self.policy()
+            if need > 0:  # the configured policy, with what it learned (policy_state.py)
                 rows = self._query("SELECT * FROM blobs ORDER BY last_access, created")
-                policy.load(_entry(r) for r in rows)
-                victims += policy.victims(need, self.clock(), keep=[*held, *victims])
+                victims += choose_victims(self._database, self.policy(), (_entry(r) for r in rows),
+                                          self.closure, need=need, now=self.clock(),
+                                          keep=[*held, *victims])  # fmt: skip
             for digest in victims:
                 self.delete_blob(digest)
             return victims

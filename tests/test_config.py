@@ -445,3 +445,44 @@ class TestTranscode:
     def test_bad_sections_name_the_line_and_key(self, section: str, message: str) -> None:
         with pytest.raises(ConfigError, match=message):
             load("\n" + section + "\n")
+
+
+KNOWN = "(known: lru, lfu, gdsf, s3fifo, predictive)"
+
+
+class TestEviction:
+    @pytest.mark.parametrize(
+        ("text", "policy", "params"),
+        [("", "predictive", {}),
+         ("eviction: gdsf\n", "gdsf", {}),
+         ("eviction:\n  policy: s3fifo\n  small_share: 0.2\n", "s3fifo", {"small_share": 0.2}),
+         ("eviction:\n  max_cv: 0.5\n  bins: 120\n", "predictive", {"max_cv": 0.5, "bins": 120})],
+        ids=["default", "short-form", "with-params", "default-policy-with-params"],
+    )  # fmt: skip
+    def test_policy_and_params(self, text: str, policy: str, params: dict[str, object]) -> None:
+        """`eviction:` names a policy (predictive by default: results/policy/) and its parameters."""
+        cfg = load(text)
+        assert (cfg.eviction.policy, dict(cfg.eviction.params)) == (policy, params)
+
+    @pytest.mark.parametrize(
+        ("text", "message"),
+        [("eviction: mru\n", f"nic-cache.yml:2: eviction.policy: unknown policy 'mru' {KNOWN}"),
+         ("eviction:\n  policy: belady\n",
+          f"nic-cache.yml:3: eviction.policy: unknown policy 'belady' {KNOWN}"),
+         ("eviction:\n  policy: gdsf\n  size_wieght: 2\n",
+          "nic-cache.yml:4: eviction.size_wieght: policy 'gdsf' has no parameter 'size_wieght' "
+          "(known: size_weight)"),
+         ("eviction:\n  policy: predictive\n  max_cv: -1\n",
+          "nic-cache.yml:4: eviction.max_cv: policy 'predictive': max_cv: need a number > 0, got -1.0"),
+         ("eviction:\n  bins: lots\n",
+          "nic-cache.yml:3: eviction.bins: policy 'predictive': bins: need a whole number, got 'lots'"),
+         ("eviction: [lru]\n", "nic-cache.yml:2: eviction: a policy name or a mapping")],
+        ids=["unknown", "offline-only", "unknown-param", "out-of-range", "wrong-type", "not-a-mapping"],
+    )  # fmt: skip
+    def test_bad_policy_or_param_names_file_line_and_reason(self, text: str, message: str) -> None:
+        with pytest.raises(ConfigError) as err:
+            load("\n" + text)
+        assert str(err.value).startswith(message)
+
+    def test_environment_override_names_a_policy(self) -> None:
+        assert load("eviction: gdsf\n", {"NIC_CACHE_EVICTION": "lru"}).eviction.policy == "lru"

@@ -719,7 +719,8 @@ class TestPinning:
         schedule no longer lists it, it is unpinned and evicted like any other."""
         pinned = publish_random(seeded, "pin-base", [1_000_000], seed=7100)
         others = [publish_random(seeded, f"pin-x{i}", [1_500_000], seed=7200 + i) for i in range(4)]
-        cache = cache_factory(extra={"capacity": "6MB", "low_watermark": 0.9})
+        # which unpinned images go is LRU's order (the default policy is size-aware)
+        cache = cache_factory(extra={"capacity": "6MB", "low_watermark": 0.9, "eviction": "lru"})
         p = prewarm_yml(tmp_path / "p.yml", cache,
                         "schedules:\n  - name: base\n    interval: 1h\n    pin: true\n"
                         f"    source: {{images: [{LAB}/lab/pin-base:1]}}\n")  # fmt: skip

@@ -1,4 +1,4 @@
-"""`faas-accel bench paper`."""
+"""`faas-accel bench paper`, `bench report`, and `bench policy` (policy_cli.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from faas_accel.lab.net import NetError
 
 from .measure import BenchError
 from .paper import REPO, Paper, PaperSettings, rerender, summary
+from .policy_cli import policy_cmd
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -29,7 +30,10 @@ def _names(value: str) -> tuple[str, ...]:
 
 @click.group("bench")
 def bench() -> None:
-    """Benchmarks on the lab (need root)."""
+    """Benchmarks on the lab (need root), and the policy trace replay (does not)."""
+
+
+bench.add_command(policy_cmd)
 
 
 @bench.command("paper")

@@ -178,7 +178,7 @@ def stats() -> Response:
 
 @bp.post("/evict")
 def evict() -> Response:
-    """Run LRU eviction now."""
+    """Run eviction now (the policy `eviction:` names)."""
     return jsonify({"evicted": services().store.evict()})
 
 
