@@ -34,8 +34,8 @@ from typing import Protocol
 
 from . import diskio, locks
 from .errors import BlobUnknown, DigestMismatch, NoRoom, StoreError
-from .policy import LRU, Entry, Policy
-from .policy_state import choose_victims
+from .policy import LRU, Entry, Policy, Prefetch
+from .policy_state import choose_victims, predicted_prefetch
 from .reference import digest_hex
 from .sqlitedb import Database
 
@@ -575,6 +575,13 @@ class Store:
             return victims
         finally:
             os.close(lock_fd)
+
+    def predicted(self, policy: Policy, budget: int) -> list[Prefetch]:
+        """What `policy`, fed with what the eviction policy learned, would prefetch now within
+        `budget` bytes (read-only: it takes no lock and saves nothing)."""
+        rows = self._query("SELECT * FROM blobs ORDER BY last_access, created")
+        return predicted_prefetch(self._database, policy, (_entry(r) for r in rows), self.closure,
+                                  now=self.clock(), budget=budget)  # fmt: skip
 
 
 def _entry(row: sqlite3.Row) -> Entry:

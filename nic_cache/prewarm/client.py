@@ -61,6 +61,13 @@ class CacheAPI:
         images: list[dict[str, Any]] = self._call("GET", "popular", params=params)["images"]
         return images
 
+    def predicted(self, *, budget: int, horizon: float) -> list[dict[str, Any]]:
+        """What the cache's eviction policy expects to be pulled within `horizon` seconds and
+        lacks, at most `budget` bytes, the soonest first."""
+        params = {"budget": str(budget), "horizon": f"{horizon:g}s"}
+        images: list[dict[str, Any]] = self._call("GET", "predicted", params=params)["images"]
+        return images
+
     def prefetch(
         self,
         image: str,
