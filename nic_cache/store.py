@@ -162,6 +162,8 @@ class Store:
         self.pull_log_max_rows = pull_log_max_rows
         self.on_index_error = on_index_error
         self.policy = policy  # makes the eviction policy (nic_cache/policy) fed from the index
+        # told (seconds, of which the policy's) after each eviction that dropped blobs
+        self.on_evicted: Callable[[float, float], None] = lambda seconds, policy_seconds: None
         self.blob_dir = os.path.join(data_dir, "blobs", "sha256")
         self.tmp_dir = os.path.join(data_dir, "tmp")
         self.quarantine_dir = os.path.join(data_dir, "quarantine")
@@ -550,6 +552,8 @@ class Store:
                 fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 return []
+            started = time.monotonic()
+            policy_seconds = 0.0
             used = self._demand(incoming)
             need = used - int(self.capacity * self.low_watermark)
             held = {k for k in (keep, *self.live_readers()) if k}
@@ -566,12 +570,16 @@ class Store:
                     victims.append(row[0])
                     need -= row[1]
             if need > 0:  # the configured policy, with what it learned (policy_state.py)
+                chose = time.monotonic()
                 rows = self._query("SELECT * FROM blobs ORDER BY last_access, created")
                 victims += choose_victims(self._database, self.policy(), (_entry(r) for r in rows),
                                           self.closure, need=need, now=self.clock(),
                                           keep=[*held, *victims])  # fmt: skip
+                policy_seconds = time.monotonic() - chose
             for digest in victims:
                 self.delete_blob(digest)
+            if victims:
+                self.on_evicted(time.monotonic() - started, policy_seconds)
             return victims
         finally:
             os.close(lock_fd)

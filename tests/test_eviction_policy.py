@@ -16,7 +16,7 @@ import pytest
 
 from nic_cache.config import load_config
 from nic_cache.policy import make_policy
-from nic_cache.policy_state import MAX_BYTES
+from nic_cache.policy_state import MAX_BYTES, forget_live
 from nic_cache.store import Store
 from tests.conftest import LAB, Seeded
 from tests.support.cache import Cache
@@ -88,6 +88,7 @@ class TestStore:
         assert store.evict() != []
         assert idle_times(saved_state(tmp_path, "predictive"), "lab/f:1") == 2
         store.close()
+        forget_live()  # a new process knows only what the index holds
 
         store = open_store()
         store.prune()  # what `cache serve` does at start

@@ -276,6 +276,15 @@ class Predictive(Policy):
                          "ewma": img.ewma} for name, img in self.images.items()}  # fmt: skip
         return {"images": images, "sizes": {k: self.key_size[k] for k in self.holders if k in self.key_size}}
 
+    def adopt(self, other: Policy) -> bool:
+        """Share `other`'s images, histograms and key sizes when it predicts as this one does
+        (only `lead` and `capacity`, which shape prefetch plans, may differ)."""
+        if not isinstance(other, Predictive) or _learning(other) != _learning(self):
+            return False
+        self.images, self.holders = other.images, other.holders
+        self.key_size = {k: s for k, s in other.key_size.items() if k in other.holders}
+        return True
+
     def restore(self, state: Mapping[str, Any]) -> None:
         sizes = dict(state.get("sizes", {}))
         for name, raw in dict(state.get("images", {})).items():
@@ -290,6 +299,11 @@ class Predictive(Policy):
         for key in self.holders:
             if key in sizes:
                 self.key_size[key] = int(sizes[key])
+
+
+def _learning(p: Predictive) -> tuple[float, ...]:
+    return (p.bin_seconds, p.bins, p.head, p.tail, p.margin, p.min_samples, p.max_cv, p.max_oob,
+            p.ewma_weight, p.horizon, p.max_images, p.size_weight)  # fmt: skip
 
 
 def _check(ok: bool, param: str, need: str, value: object) -> None:
