@@ -15,7 +15,7 @@ prewarm scheduler with a `predicted:` schedule (every second, budget and horizon
 NIC cost per run: CPU seconds and peak RSS of the gunicorn master and workers (/proc), and
 the time evictions took (the cache's eviction metrics)::
 
-    .venv/bin/python -m load.bench_policy_replay                      # 12 h slice, ~25 min
+    .venv/bin/python -m load.bench_policy_replay                      # 8 h slice, ~35 min
     .venv/bin/python -m load.bench_policy_replay --minutes 60 --capacity 0.3 --policies lru
     .venv/bin/python -m load.bench_policy_replay --json | --save results/policy/replay
 """
@@ -192,9 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     ap.add_argument("--trace", type=Path, default=TRACE)
-    ap.add_argument("--start", type=int, default=360, help="first trace minute of the slice")
-    ap.add_argument("--minutes", type=int, default=720, help="slice length; the first half teaches")
-    ap.add_argument("--minute-seconds", type=float, default=0.25, help="wall seconds per trace minute")
+    ap.add_argument("--start", type=int, default=480, help="first trace minute of the slice")
+    ap.add_argument("--minutes", type=int, default=480, help="slice length; the first half teaches")
+    ap.add_argument("--minute-seconds", type=float, default=0.5, help="wall seconds per trace minute")
     ap.add_argument("--scale", type=float, default=1000.0, help="sizes divided by this")
     ap.add_argument("--capacity", default="0.1,0.3", help="shares of all bytes, comma-separated")
     ap.add_argument("--policies", default="lru,gdsf,predictive,predictive+prefetch",
