@@ -140,9 +140,9 @@ def replay(
 
 def run_one(work: Workload, upstream_url: str, variant: str, capacity_bytes: int, *, minute_seconds: float,
             concurrency: int = 16, workers: int = 2, low_watermark: float = 0.9,
-            parent: str | None = None) -> dict[str, Any]:  # fmt: skip
+            parent: str | None = None, record: list[Pull] | None = None) -> dict[str, Any]:  # fmt: skip
     """One fresh cache with `variant`'s policy at `capacity_bytes`, the whole slice replayed;
-    the scored hit ratio and what the NIC spent."""
+    the scored hit ratio and what the NIC spent (`record` gets every pull)."""
     policy, prefetch, _ = VARIANTS[variant]
     eviction: dict[str, Any] = {"policy": policy}
     if policy == "predictive":
@@ -157,6 +157,8 @@ def run_one(work: Workload, upstream_url: str, variant: str, capacity_bytes: int
             scheduler = Scheduler(where, cache, [_predicted_schedule(work, minute_seconds)],
                                   {"concurrency": 4, "bandwidth": 0})  # fmt: skip
         pulls, wall = replay(work, cache.url, minute_seconds, concurrency)
+        if record is not None:
+            record.extend(pulls)
         cpu, rss = cache.usage()
         metrics = cache.api("stats")["metrics"]
         prefetched = _prefetched(cache, wall + work.model.learn * minute_seconds) if prefetch else 0
