@@ -4,7 +4,8 @@ The prewarm scheduler's `predicted:` source asks for them and fills them like an
 schedule's images. The plan is computed here, inside the cache, from what the eviction
 policy learned (nic_cache/policy_state.py): the policy `eviction:` names, with its
 parameters, its `lead` set to the asked `horizon` (how far ahead a predicted window may
-open) and, unless configured, its `capacity` set to the cache's. A policy that predicts
+open), `once` off (an image still missing is planned again at the next call) and, unless
+configured, its `capacity` set to the cache's. A policy that predicts
 nothing (every one but `predictive`) is refused with 405 UNSUPPORTED, so a schedule that
 relies on it says so in its run instead of silently fetching nothing.
 
@@ -66,6 +67,7 @@ def planning_policy(eviction: EvictionConfig, *, horizon: float, capacity: int) 
         )
     params = dict(eviction.params)
     params["lead"] = horizon
+    params["once"] = False  # read-only: the same question gets the same answer until fetched
     if not params.get("capacity"):
         params["capacity"] = capacity
     return make_policy(eviction.policy, **params)

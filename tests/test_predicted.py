@@ -33,7 +33,7 @@ def every(image: str, keys: tuple[str, ...], period: float, n: int, start: float
     return [Use(start + i * period, image, keys) for i in range(n)]
 
 
-def learned(entries: list[Entry], uses: list[Use], **params: float) -> Predictive:
+def learned(entries: list[Entry], uses: list[Use], **params: float | bool) -> Predictive:
     policy = make_policy("predictive", bin_seconds=10, min_samples=3, **params)
     assert isinstance(policy, Predictive)
     # sizes of keys not stored are known from an earlier state (the index keeps them)
@@ -58,6 +58,15 @@ class TestPlan:
         (plan,) = policy.prefetch_plan(305, budget=10_000)
         assert (plan.image, plan.keys, plan.bytes) == ("a", ("m-a", "cfg-a", "own-a"), 52)
         assert 300 <= plan.due <= 400
+
+    def test_the_cache_plans_an_image_still_missing_at_every_call(self) -> None:
+        """With `once` off (the cache's read-only plan) a second call plans the image again;
+        the simulator's default plans it once per predicted use."""
+        for once, second in ((False, ["a"]), (True, [])):
+            policy = learned(stored("base"), every("a", A, 100, 4), once=once)
+            policy.lead = 100
+            assert [p.image for p in policy.prefetch_plan(305, 10_000)] == ["a"]
+            assert [p.image for p in policy.prefetch_plan(306, 10_000)] == second
 
     @pytest.mark.parametrize(
         ("uses", "now", "budget", "why"),
@@ -129,7 +138,7 @@ class TestRequest:
         policy = planning_policy(EvictionConfig(policy="predictive", params={"max_cv": 0.5}),
                                  horizon=600, capacity=10**9)  # fmt: skip
         assert isinstance(policy, Predictive)
-        assert (policy.lead, policy.capacity, policy.max_cv) == (600, 10**9, 0.5)
+        assert (policy.lead, policy.capacity, policy.max_cv, policy.once) == (600, 10**9, 0.5, False)
         mine = planning_policy(EvictionConfig(params={"capacity": 5}), horizon=0, capacity=10**9)
         assert isinstance(mine, Predictive) and mine.capacity == 5
 

@@ -62,7 +62,7 @@ limits: {concurrency: 2, bandwidth: 400Mbit}   # prewarm never starves live miss
 
 
 def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[arg-type,misc]
 
 
 # -- prewarm.yml --------------------------------------------------------------------------
