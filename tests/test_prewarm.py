@@ -85,6 +85,12 @@ class TestSpec:
         assert functions.platforms == ("linux/amd64",)
         assert base.at("pin") == "prewarm.yml:10" and top.at("cron") == "prewarm.yml:4"
 
+    def test_variables_follow_the_cache_configs_rules(self) -> None:
+        """${VAR:-default} takes the default when VAR is unset or empty, as nic-cache.yml does."""
+        text = "cache: {url: 'http://${HOST:-c}:5000', token: '${TOKEN:-secret}'}\n"
+        spec = parse_prewarm(text, {"TOKEN": ""})
+        assert (spec.cache.url, spec.cache.token) == ("http://c:5000", "secret")
+
     def test_images_are_normalized_and_deduplicated(self) -> None:
         """Short Docker Hub names get their registry and library/; duplicates collapse."""
         spec = parse_prewarm(
