@@ -42,7 +42,8 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import yaml
 
-from load.netlab import NetLab, http_answers, http_get, nsenter, stale_namespaces
+from faas_accel.lab import netns
+from faas_accel.lab.netns import NetLab, http_answers, http_get, nsenter, stale_namespaces
 from nic_cache.units import parse_rate, parse_size
 from tests.support import oci
 from tests.support.procs import Proc, ProcessFailed, run, stop, tail
@@ -79,7 +80,7 @@ class Topology:
 
     def uplink(self) -> tuple[int, int]:
         """(bytes sent by the upstream, bytes it received) so far, on its own veth."""
-        c = self.lab.counters(self.up, UP_DEV)
+        c = netns.counters(self.up, UP_DEV)
         return c.tx_bytes, c.rx_bytes
 
     def settled_uplink(self, quiet: float = 0.5, timeout: float = 30.0) -> tuple[int, int]:
@@ -100,17 +101,17 @@ class Topology:
 def build_topology(lab: NetLab, rate: str) -> Topology:
     """up <-tbf-> nic <-> vm, with nic forwarding so vm can reach up directly."""
     up, nic, vm = lab.namespace("up"), lab.namespace("nic"), lab.namespace("vm")
-    lab.veth(up, UP_DEV, nic, UPLINK_DEV)
-    lab.address(up, UP_DEV, f"{UP_IP}/30")
-    lab.address(nic, UPLINK_DEV, f"{NIC_UPLINK_IP}/30")
-    lab.shape(up, UP_DEV, rate)
-    lab.shape(nic, UPLINK_DEV, rate)
-    lab.veth(nic, NIC_VM_DEV, vm, VM_DEV)
-    lab.address(nic, NIC_VM_DEV, f"{NIC_IP}/24")
-    lab.address(vm, VM_DEV, f"{VM_IP}/24")
-    lab.forward(nic)
-    lab.route(up, "198.18.1.0/24", NIC_UPLINK_IP)
-    lab.route(vm, "default", NIC_IP)
+    netns.veth(up, UP_DEV, nic, UPLINK_DEV)
+    netns.address(up, UP_DEV, f"{UP_IP}/30")
+    netns.address(nic, UPLINK_DEV, f"{NIC_UPLINK_IP}/30")
+    netns.shape(up, UP_DEV, rate)
+    netns.shape(nic, UPLINK_DEV, rate)
+    netns.veth(nic, NIC_VM_DEV, vm, VM_DEV)
+    netns.address(nic, NIC_VM_DEV, f"{NIC_IP}/24")
+    netns.address(vm, VM_DEV, f"{VM_IP}/24")
+    netns.forward(nic)
+    netns.route(up, "198.18.1.0/24", NIC_UPLINK_IP)
+    netns.route(vm, "default", NIC_IP)
     return Topology(lab, up, nic, vm)
 
 

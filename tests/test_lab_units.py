@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from faas_accel.cli import main
 from faas_accel.lab.lab import LabError, check_host
-from faas_accel.lab.spec import LabSpec, tbf_args
+from faas_accel.lab.netns import tbf_args
+from faas_accel.lab.spec import LabSpec
 from tests.support.procs import Proc, free_port
 
 
