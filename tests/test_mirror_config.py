@@ -202,6 +202,16 @@ class TestContainerdHosts:
         with pytest.raises(InvalidArgument, match="https mirror"):
             hosts_toml(MIRROR, "docker.io", skip_verify=True)
 
+    def test_registry_as_its_own_mirror(self) -> None:
+        """A mirror that is the registry's server gives the file the lab's VMs use for plain-http
+        registries: that server and one host entry, nothing else."""
+        text = hosts_toml("http://198.18.0.1:5000", "registry.lab=http://198.18.0.1:5000", dial_timeout=0)
+        assert text.startswith("# Written by faas-accel: pull registry.lab from http://198.18.0.1:5000.\n")
+        assert tomllib.loads(text) == {
+            "server": "http://198.18.0.1:5000",
+            "host": {"http://198.18.0.1:5000": {"capabilities": ["pull", "resolve"]}},
+        }
+
     def test_same_input_same_text(self) -> None:
         """Planning twice gives identical text, so a second run changes nothing."""
         assert containerd_hosts(MIRROR, [LAB]) == containerd_hosts(MIRROR + "/", [LAB])

@@ -22,6 +22,7 @@ from typing import Any
 import requests
 import yaml
 
+from ..mirror_config import Registry, hosts_toml
 from . import daemons, net
 from .daemons import Daemon
 from .spec import (
@@ -221,20 +222,20 @@ def reset_peer(spec: LabSpec) -> None:
 def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     d = p["run"] / vm.name
     d.mkdir(parents=True, exist_ok=True)
-    hosts = d / "certs.d"
-    (hosts / REGISTRY_HOST).mkdir(parents=True, exist_ok=True)
-    # the direct path: registry.lab is the internet's registry, reached through the NIC's router
-    (hosts / REGISTRY_HOST / "hosts.toml").write_text(_hosts_toml(spec.upstream_url))
-    # the peer's images are pulled by its address, over plain http
-    (hosts / spec.peer_host).mkdir(parents=True, exist_ok=True)
-    (hosts / spec.peer_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.peer_host}"))
-    (hosts / spec.floor_host).mkdir(parents=True, exist_ok=True)
-    (hosts / spec.floor_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.floor_host}"))
-    # containerd VMs pull the hook's rewritten images from the NIC directly (plain http via
-    # hosts.toml); a docker VM goes through the hook's local registry on 127.0.0.1 instead
     nic_host = f"{NIC_IP}:{CACHE_PORT}"
-    (hosts / nic_host).mkdir(parents=True, exist_ok=True)
-    (hosts / nic_host / "hosts.toml").write_text(_hosts_toml(f"http://{nic_host}"))
+    registries = {
+        # the direct path: registry.lab is the internet's registry, reached through the NIC's router
+        REGISTRY_HOST: spec.upstream_url,
+        # the peer's and the floor's images are pulled by their address, over plain http
+        spec.peer_host: f"http://{spec.peer_host}",
+        spec.floor_host: f"http://{spec.floor_host}",
+        # containerd VMs pull the hook's rewritten images from the NIC directly (plain http via
+        # hosts.toml); a docker VM goes through the hook's local registry on 127.0.0.1 instead
+        nic_host: f"http://{nic_host}",
+    }
+    for host, url in registries.items():
+        (d / "certs.d" / host).mkdir(parents=True, exist_ok=True)
+        (d / "certs.d" / host / "hosts.toml").write_text(_hosts_toml(host, url))
     (d / "password").write_text(spec.password)
     disk = _vm_disk(spec, vm, d)
     out: list[Daemon] = []
@@ -369,9 +370,9 @@ def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
     return out
 
 
-def _hosts_toml(url: str) -> str:
+def _hosts_toml(host: str, url: str) -> str:
     # containerd 1.6 ignores a file with only `server`: the host entry is what it uses
-    return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
+    return hosts_toml(url, Registry(host=host, server=url), dial_timeout=0)
 
 
 VM_TMPFS_SIZE = "6g"  # per VM; tmpfs takes only what is stored
