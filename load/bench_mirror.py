@@ -44,10 +44,10 @@ import yaml
 
 from faas_accel.lab import netns
 from faas_accel.lab.netns import NetLab, http_answers, http_get, nsenter, stale_namespaces
+from faas_accel.testbed import oci
+from faas_accel.testbed.procs import Proc, ProcessFailed, run, stop, tail
+from faas_accel.testbed.registry import Registry
 from nic_cache.units import parse_rate, parse_size
-from tests.support import oci
-from tests.support.procs import Proc, ProcessFailed, run, stop, tail
-from tests.support.registry import Registry
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 NS_BASE = "fab"  # namespaces are fab-<pid>-up, fab-<pid>-nic, fab-<pid>-vm
@@ -119,7 +119,7 @@ def build_topology(lab: NetLab, rate: str) -> Topology:
 
 
 class NsRegistry(Registry):
-    """tests.support's distribution registry, listening on `addr` inside namespace `ns`."""
+    """The testbed's distribution registry, listening on `addr` inside namespace `ns`."""
 
     def __init__(self, ns: str, addr: str, *, proxy: str | None = None, workdir: Path) -> None:
         self.ns, self.addr = ns, addr

@@ -48,12 +48,12 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import requests
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import TOKEN, Cache
+from faas_accel.testbed.procs import Proc, stop
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.tcpproxy import TcpProxy
 from nic_cache.policy import LRU
-from tests.support import oci
-from tests.support.cache import TOKEN, Cache
-from tests.support.procs import Proc, stop
-from tests.support.registry import Registry
-from tests.support.tcpproxy import TcpProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = "registry.lab"

@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 import requests
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import FAAS_ACCEL, Cache
+from faas_accel.testbed.oci import assert_dir_matches, skopeo_copy
+from faas_accel.testbed.procs import run, wait_for
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.tcpproxy import TcpProxy
 from tests.conftest import HELLO_TEXT, Seeded
-from tests.support import oci
-from tests.support.cache import FAAS_ACCEL, Cache
-from tests.support.oci import assert_dir_matches, skopeo_copy
-from tests.support.procs import run, wait_for
-from tests.support.registry import Registry
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 LAB = "registry.lab"  # how the tests' image references name the upstream

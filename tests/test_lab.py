@@ -13,8 +13,8 @@ from faas_accel.gateway import Gateway
 from faas_accel.lab import lab, net, seed
 from faas_accel.lab.daemons import load
 from faas_accel.lab.spec import PREFIX, LabSpec
+from faas_accel.testbed.procs import wait_for
 from tests.conftest import require
-from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]

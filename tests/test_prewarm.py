@@ -22,6 +22,10 @@ from typing import Any
 import pytest
 import requests
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import TOKEN, Cache
+from faas_accel.testbed.procs import Proc, stop, wait_for
+from faas_accel.testbed.tcpproxy import TcpProxy
 from nic_cache.errors import NameUnknown
 from nic_cache.prewarm.cron import Cron, crontab_weekdays, parse_cron
 from nic_cache.prewarm.errors import NotLeader, PrewarmConfigError, SchedulerUnavailable
@@ -33,11 +37,7 @@ from nic_cache.prewarm.stack import stack_images, substitute
 from nic_cache.prewarm.state import PrewarmState
 from nic_cache.store import Store
 from tests.conftest import Seeded
-from tests.support import oci
-from tests.support.cache import TOKEN, Cache
 from tests.support.clock import FakeClock
-from tests.support.procs import Proc, stop, wait_for
-from tests.support.tcpproxy import TcpProxy
 
 LAB = "registry.lab"
 PREWARM = [sys.executable, "-m", "faas_accel.prewarm_cli"]
