@@ -18,13 +18,13 @@ from typing import Any
 
 import click
 
-from nic_cache.prewarm.client import CacheAPI
-from nic_cache.prewarm.errors import PrewarmConfigError, PrewarmError
-from nic_cache.prewarm.loader import Loaded, load_prewarm_file
-from nic_cache.prewarm.plan import plan_totals
-from nic_cache.prewarm.runner import run_schedule, source_images
-from nic_cache.prewarm.scheduler import Scheduler
-from nic_cache.prewarm.spec import Schedule
+from faas_accel.prewarm.client import CacheAPI
+from faas_accel.prewarm.errors import PrewarmConfigError, PrewarmError
+from faas_accel.prewarm.loader import Loaded, load_prewarm_file
+from faas_accel.prewarm.plan import plan_totals
+from faas_accel.prewarm.runner import run_schedule, source_images
+from faas_accel.prewarm.scheduler import Scheduler
+from faas_accel.prewarm.spec import Schedule
 from nic_cache.units import format_size
 
 _config = click.option("--config", "config_path", default="prewarm.yml", show_default=True,

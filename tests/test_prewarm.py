@@ -22,18 +22,19 @@ from typing import Any
 import pytest
 import requests
 
+from faas_accel.prewarm.cron import Cron, crontab_weekdays, parse_cron
+from faas_accel.prewarm.errors import PrewarmConfigError
+from faas_accel.prewarm.loader import load_prewarm_file
+from faas_accel.prewarm.plan import ImageResult, plan_totals, run_state
+from faas_accel.prewarm.scheduler import Scheduler
+from faas_accel.prewarm.spec import ImagesSource, Limits, PopularSource, StackSource, parse_prewarm
+from faas_accel.prewarm.stack import stack_images, substitute
 from faas_accel.testbed import oci
 from faas_accel.testbed.cache import TOKEN, Cache
 from faas_accel.testbed.procs import Proc, stop, wait_for
 from faas_accel.testbed.tcpproxy import TcpProxy
 from nic_cache.errors import NameUnknown
-from nic_cache.prewarm.cron import Cron, crontab_weekdays, parse_cron
-from nic_cache.prewarm.errors import NotLeader, PrewarmConfigError, SchedulerUnavailable
-from nic_cache.prewarm.loader import load_prewarm_file
-from nic_cache.prewarm.plan import ImageResult, plan_totals, run_state
-from nic_cache.prewarm.scheduler import Scheduler
-from nic_cache.prewarm.spec import ImagesSource, Limits, PopularSource, StackSource, parse_prewarm
-from nic_cache.prewarm.stack import stack_images, substitute
+from nic_cache.prewarm.errors import NotLeader, SchedulerUnavailable
 from nic_cache.prewarm.state import PrewarmState
 from nic_cache.store import Store
 from tests.conftest import Seeded

@@ -19,7 +19,7 @@ from ..errors import NameInvalid, Unauthorized
 from ..images import delete_image, list_images
 from ..policy import prewarm as prewarm_choice
 from ..prewarm.footprint import footprint
-from ..prewarm.spec import NAME_RE
+from ..prewarm.state import NAME_RE
 from ..reference import parse_image
 from ..services import services
 from ..units import parse_duration

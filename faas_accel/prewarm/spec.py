@@ -20,15 +20,16 @@ from typing import Any
 
 import yaml
 
-from ..envvars import Path, expand_vars
-from ..errors import NicCacheError
-from ..reference import parse_image
-from ..units import parse_duration, parse_rate
+from nic_cache.envvars import Path, expand_vars
+from nic_cache.errors import NicCacheError
+from nic_cache.prewarm.state import NAME_RE
+from nic_cache.reference import parse_image
+from nic_cache.units import parse_duration, parse_rate
+
 from .cron import Cron, parse_cron
 from .errors import PrewarmConfigError
 from .yamldoc import load_document
 
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
 
 
