@@ -311,7 +311,7 @@ def run_mode(mode: str, args: argparse.Namespace, registry: Registry, wan: Share
             budget = int(args.wan * MB * 8 * 0.4)  # bits/s: 40% of the link
             pin = mode == "prewarm-pin"
             config = prewarm_file(workdir / f"{mode}.yml", cache, args.day_seconds, args.top, budget, pin)
-            scheduler = Proc([sys.executable, "-m", "faas_accel.prewarm_cli", "run", "--config", str(config)],
+            scheduler = Proc([sys.executable, "-m", "faas_accel.prewarm.cli", "run", "--config", str(config)],
                              workdir / f"{mode}.log")  # fmt: skip
         print(f"[{mode}] day 0 (warm-up) ...", flush=True)
         replay(cache, functions, [d for d in deploys if d.day == 0], args.day_seconds, None)

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from faas_accel.prepull import ContainerdPuller, Prepuller
-from faas_accel.prepull_fanout import Fanout
+from faas_accel.prepull.fanout import Fanout
+from faas_accel.prepull.prepuller import ContainerdPuller, Prepuller
 from faas_accel.testbed import oci
 from faas_accel.testbed.cache import TOKEN, Cache
 from faas_accel.testbed.runtimes import Containerd

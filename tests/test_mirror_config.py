@@ -11,7 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from faas_accel.mirror_config import (
+from faas_accel.mirror_config.cli import backup_path, mirror_config, write_atomic
+from faas_accel.mirror_config.plan import (
     DOCKER_HUB_SERVER,
     FileChange,
     InvalidArgument,
@@ -28,7 +29,6 @@ from faas_accel.mirror_config import (
     parse_registry,
     toml_string,
 )
-from faas_accel.mirror_config_cli import backup_path, mirror_config, write_atomic
 
 MIRROR = "http://198.18.1.1:5000"
 TLS_MIRROR = "https://nic.lab:5443"

@@ -15,18 +15,16 @@ import pytest
 from click.testing import CliRunner
 
 from faas_accel.cli import main
-from faas_accel.prepull import (
-    Candidate,
+from faas_accel.prepull.prepuller import (
     Prepuller,
     PrepullError,
     PrepullResult,
     candidates,
-    choose,
     ctr_digests,
     docker_digests,
-    missing,
     serve,
 )
+from nic_cache.policy.hold import Candidate, choose, missing
 
 MB = 1_000_000
 D1 = "sha256:" + "1" * 64

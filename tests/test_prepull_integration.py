@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from faas_accel.prepull import ContainerdPuller, DockerPuller, Prepuller
+from faas_accel.prepull.prepuller import ContainerdPuller, DockerPuller, Prepuller
 from faas_accel.testbed import oci
 from faas_accel.testbed.cache import FAAS_ACCEL, TOKEN, Cache
 from faas_accel.testbed.procs import run

@@ -41,7 +41,7 @@ from tests.conftest import Seeded
 from tests.support.clock import FakeClock
 
 LAB = "registry.lab"
-PREWARM = [sys.executable, "-m", "faas_accel.prewarm_cli"]
+PREWARM = [sys.executable, "-m", "faas_accel.prewarm.cli"]
 
 EXAMPLE = """\
 cache: {url: "http://198.18.1.1:5000", token: "${TOKEN:-secret}"}

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 import yaml
 
-from ..mirror_config import Registry, hosts_toml
+from ..mirror_config.plan import Registry, hosts_toml
 from . import daemons, net
 from .daemons import Daemon
 from .spec import (

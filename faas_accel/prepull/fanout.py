@@ -4,7 +4,7 @@
 (`GET /api/v1/events/deploys?after=..&vm=<me>&wait=25s`: what the hooks of *other* VMs
 reported), waits until the NIC holds the image completely (the first VM's miss is filling
 it), and pulls it from the NIC by digest under the mirror tag the hook rewrites deploys to,
-as `prepull` does (prepull.py). A runtime that reads zstd pulls the NIC's re-encoded variant
+as `prepull` does (prepuller.py). A runtime that reads zstd pulls the NIC's re-encoded variant
 when there is one (transcoder.py), so the later deploy on this VM finds the image unpacked.
 
 It keeps what it pulled within `budget` bytes of the VM, dropping the least recently used
@@ -29,7 +29,7 @@ from nic_cache.policy.admission import Held, plan_admission
 from nic_cache.policy.hold import Candidate
 from nic_cache.reference import parse_image
 
-from .prepull import Prepuller, PrepullError, Runtime, candidates
+from .prepuller import Prepuller, PrepullError, Runtime, candidates
 
 log = logging.getLogger("faas_accel.prepull.fanout")
 POLL = 0.25  # seconds between looks at the NIC while an image is still filling

@@ -1,7 +1,7 @@
 """Plan the files that make container runtimes pull through the NIC cache.
 
 Pure: every function takes text and returns text (or raises), nothing here touches the file
-system; `mirror_config_cli` reads, backs up and writes. Three runtimes:
+system; `cli.py` reads, backs up and writes. Three runtimes:
 
 - containerd reads `<config_path>/<registry>/hosts.toml`, one per upstream registry: the cache
   first (pull and resolve only), the registry itself as the fallback `server`. containerd adds

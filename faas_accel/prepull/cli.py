@@ -24,8 +24,8 @@ from nic_cache.errors import NicCacheError, RegistryError
 from nic_cache.reference import HOST_RE, parse_image
 from nic_cache.units import parse_duration, parse_size
 
-from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
-from .prepull_fanout import Fanout
+from .fanout import Fanout
+from .prepuller import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
 
 CREDS_ENV = "FAAS_ACCEL_REGISTRY_CREDS"  # user:password of the VM, for ctr --user
 

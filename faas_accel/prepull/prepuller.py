@@ -40,7 +40,8 @@ best passed in `NIC_CACHE_ADMIN_TOKEN` (a `--token` value shows in `ps`).
 
 The choice itself (`choose`, `missing`, `Candidate`) is the policy core's
 (nic_cache/policy/hold.py); `candidates` is pure too; the runtimes are thin wrappers whose errors
-(ctr's exit status, the docker SDK's and requests' exceptions) become `PrepullError`.
+(ctr's exit status, the docker SDK's and requests' exceptions) become `PrepullError`. The
+fan-out (fanout.py) pulls what other VMs just deployed; cli.py is `faas-accel prepull`.
 """
 
 from __future__ import annotations
