@@ -23,7 +23,6 @@ import atexit
 import contextlib
 import csv
 import datetime
-import json
 import os
 import shutil
 import signal
@@ -42,8 +41,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import yaml
 
+from faas_accel.cacheapi import BadAnswer, CacheAPI, Refused
 from faas_accel.lab import netns
-from faas_accel.lab.netns import NetLab, http_answers, http_get, nsenter, stale_namespaces
+from faas_accel.lab.netns import NetLab, http_answers, nsenter, stale_namespaces
 from faas_accel.testbed import oci
 from faas_accel.testbed.procs import Proc, ProcessFailed, run, stop, tail
 from faas_accel.testbed.registry import Registry
@@ -198,12 +198,11 @@ class NicCacheMirror:
         )
 
     def upstream_bytes(self) -> float | None:
-        status, body = http_get(
-            self.topo.vm, self.url + "/api/v1/stats", {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        )
-        if status != 200:
+        try:  # the connection is made in the VM's namespace, where the cache's address is
+            with netns.inside(self.topo.vm), CacheAPI(self.url, ADMIN_TOKEN) as api:
+                metrics: dict[str, float] = api.stats()["metrics"]
+        except (Refused, BadAnswer):
             return None
-        metrics: dict[str, float] = json.loads(body)["metrics"]
         name = "nic_cache_upstream_bytes_total"
         return sum(v for k, v in metrics.items() if k == name or k.startswith(name + "{"))
 

@@ -27,6 +27,7 @@ from typing import Any
 
 import requests
 
+from faas_accel.cacheapi import CacheAPI, CacheAPIError
 from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab import lab, net, seed
 from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
@@ -42,7 +43,6 @@ from .measure import (
     locust_stats,
     read_jsonl,
     run_locust,
-    session,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -202,28 +202,15 @@ class Paper:
     def _ref_images(self) -> list[str]:
         return [f"{REGISTRY_HOST}/ref/{name}:paper" for name in self.s.ref_images]
 
-    def _admin(self, method: str, path: str, **kw: Any) -> requests.Response:
-        try:
-            with session() as http:
-                resp = http.request(
-                    method,
-                    f"{self.cache_url}/api/v1/{path}",
-                    headers={"Authorization": f"Bearer {self.token}"},
-                    timeout=900,
-                    **kw,
-                )
-        except requests.RequestException as exc:
-            raise BenchError(f"{method} /api/v1/{path}: {exc}") from exc
-        if resp.status_code >= 400 and not (method == "DELETE" and resp.status_code == 404):
-            raise BenchError(f"{method} /api/v1/{path}: {resp.status_code} {resp.text[:200]}")
-        return resp
-
     def _prefetch(self, image: str) -> None:
         """Fill the NIC with `image`, waiting until it is complete (BenchError otherwise)."""
-        resp = self._admin("POST", "prefetch", json={"image": image, "wait": 900})
-        state = resp.json().get("state")
-        if resp.status_code != 200 or state != "done":
-            raise BenchError(f"prefetch of {image} did not complete: HTTP {resp.status_code}, state {state}")
+        try:
+            with CacheAPI(self.cache_url, self.token, timeout=900) as api:
+                progress = api.prefetch(image, wait=900)
+        except CacheAPIError as exc:
+            raise BenchError(str(exc)) from exc
+        if progress.state != "done":
+            raise BenchError(f"prefetch of {image} did not complete: state {progress.state}")
 
     # -- Table 1, Figures 4 and 5 ---------------------------------------------------------
 

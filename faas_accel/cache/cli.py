@@ -6,16 +6,16 @@ import json
 import os
 import shutil
 import sys
-from typing import Any
 
 import click
-import requests
 
 from nic_cache.app import open_store
 from nic_cache.config import load_config_file
 from nic_cache.errors import NicCacheError
 from nic_cache.scrub import check, collect_temp
 from nic_cache.units import format_size
+
+from ..cacheapi import CacheAPI, CacheAPIError
 
 
 @click.group("cache")
@@ -53,27 +53,9 @@ def serve(config_path: str, bind: str | None, workers: int | None, threads: int 
     os.execvpe(argv[0], argv, env)
 
 
-def _admin(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
-    base = (url or os.environ.get("NIC_CACHE_URL") or "http://127.0.0.1:5000").rstrip("/")
-    token = token or os.environ.get("NIC_CACHE_ADMIN_TOKEN")
-    return base, ({"Authorization": f"Bearer {token}"} if token else {})
-
-
-def _call(method: str, url: str, headers: dict[str, str], **kw: Any) -> Any:
-    try:
-        resp = requests.request(method, url, headers=headers, timeout=kw.pop("timeout", 30), **kw)
-    except requests.RequestException as exc:
-        raise click.ClickException(f"cannot reach the cache at {url}: {exc}") from exc
-    try:
-        body = resp.json()
-    except ValueError:
-        body = {"errors": [{"message": resp.text[:200]}]}
-    if resp.status_code >= 400 and resp.status_code != 502:
-        errs = body.get("errors") or [{}]
-        raise click.ClickException(
-            f"{resp.status_code}: {errs[0].get('code', '')} {errs[0].get('message', '')}".strip()
-        )
-    return body
+def _admin(url: str | None, token: str | None) -> CacheAPI:
+    base = url or os.environ.get("NIC_CACHE_URL") or "http://127.0.0.1:5000"
+    return CacheAPI(base, token or os.environ.get("NIC_CACHE_ADMIN_TOKEN"), timeout=30.0)
 
 
 _url_opt = click.option("--url", default=None, help="cache URL [env NIC_CACHE_URL, http://127.0.0.1:5000]")
@@ -88,19 +70,19 @@ _token_opt = click.option("--token", default=None, help="admin token [env NIC_CA
 @_token_opt
 def prefetch(image: str, platforms: tuple[str, ...], wait: float, url: str | None, token: str | None) -> None:
     """Fill IMAGE into the cache (manifests and every blob)."""
-    base, headers = _admin(url, token)
-    body: dict[str, Any] = {"image": image, "wait": wait}
-    if platforms:
-        body["platforms"] = list(platforms)
-    res = _call("POST", f"{base}/api/v1/prefetch", headers, json=body, timeout=wait + 30)
+    try:
+        with _admin(url, token) as api:
+            res = api.prefetch(image, wait=wait, platforms=platforms)
+    except CacheAPIError as exc:
+        raise click.ClickException(str(exc)) from exc
     click.echo(
-        f"{res['image']}: {res['state']} — {res['blobs_done']}/{res['blobs_total']} blobs, "
-        f"{format_size(res['bytes_done'])} of {format_size(res['bytes_total'])} "
-        f"({res['blobs_cached_before']} already cached) in {res['seconds']} s"
+        f"{res.image}: {res.state} — {res.blobs_done}/{res.blobs_total} blobs, "
+        f"{format_size(res.bytes_done)} of {format_size(res.bytes_total)} "
+        f"({res.blobs_cached_before} already cached) in {res.seconds} s"
     )
-    for err in res.get("errors", []):
+    for err in res.errors:
         click.echo(f"  error: {err}", err=True)
-    if res["state"] == "failed":
+    if res.state == "failed":
         sys.exit(1)
 
 
@@ -110,18 +92,20 @@ def prefetch(image: str, platforms: tuple[str, ...], wait: float, url: str | Non
 @_token_opt
 def ls(as_json: bool, url: str | None, token: str | None) -> None:
     """List cached images."""
-    base, headers = _admin(url, token)
-    res = _call("GET", f"{base}/api/v1/images", headers)
-    if as_json:
-        click.echo(json.dumps(res, indent=2))
-        return
-    rows = res["images"]
-    width = max([len(r["image"]) for r in rows] + [5])
+    try:
+        with _admin(url, token) as api:
+            if as_json:  # the cache's own document, every field of it
+                click.echo(json.dumps(api.call("GET", "images"), indent=2))
+                return
+            rows = api.images()
+    except CacheAPIError as exc:
+        raise click.ClickException(str(exc)) from exc
+    width = max([len(r.image) for r in rows] + [5])
     click.echo(f"{'IMAGE':<{width}}  {'DIGEST':<19}  {'SIZE':>10}  BLOBS  PINNED")
     for r in rows:
         click.echo(
-            f"{r['image']:<{width}}  {r['digest'][:19]}  {format_size(r['bytes_stored']):>10}  "
-            f"{r['blobs_stored']}/{r['blobs_known']:<3}  {'yes' if r['pinned'] else 'no'}"
+            f"{r.image:<{width}}  {(r.digest or '')[:19]}  {format_size(r.bytes_stored):>10}  "
+            f"{r.blobs_stored}/{r.blobs_known:<3}  {'yes' if r.pinned else 'no'}"
         )
 
 
