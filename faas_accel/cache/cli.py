@@ -16,6 +16,7 @@ from nic_cache.scrub import check, collect_temp
 from nic_cache.units import format_size
 
 from ..cacheapi import CacheAPI, CacheAPIError
+from ..launch import exec_gunicorn, gunicorn_argv
 
 
 @click.group("cache")
@@ -39,18 +40,15 @@ def serve(config_path: str, bind: str | None, workers: int | None, threads: int 
     metrics_dir = os.path.join(config.data_dir, "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
-    env = dict(os.environ)
-    env["NIC_CACHE_CONFIG"] = os.path.abspath(config_path)
-    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    argv = [
-        sys.executable, "-m", "gunicorn",
-        "-c", "python:nic_cache.gunicorn_conf",
-        "--bind", bind or config.listen,
-        "--workers", str(workers or config.workers),
-        "--threads", str(threads or config.threads),
+    argv = gunicorn_argv(
         "nic_cache.app:from_env()",
-    ]
-    os.execvpe(argv[0], argv, env)
+        binds=[bind or config.listen],
+        workers=workers or config.workers,
+        threads=threads or config.threads,
+        config="python:nic_cache.gunicorn_conf",
+    )
+    env = {"NIC_CACHE_CONFIG": os.path.abspath(config_path), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    exec_gunicorn(argv, env)
 
 
 def _admin(url: str | None, token: str | None) -> CacheAPI:
