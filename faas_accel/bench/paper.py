@@ -32,7 +32,7 @@ from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab import lab, net, seed
 from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
 
-from . import report
+from . import report, tables
 from .measure import (
     BenchError,
     DockerLoader,
@@ -337,7 +337,7 @@ class Paper:
 
     def scale(self) -> None:
         for n in self.s.vm_counts:
-            for mode in report.COLDSTART_MODES:
+            for mode in tables.COLDSTART_MODES:
                 self._coldstart(mode, "scale", mode, n)
 
     # -- warm path --------------------------------------------------------------------------
@@ -439,12 +439,12 @@ def finish(out: Path, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, An
     """Tables, targets, CSVs, plots, results.json and report.md from the raw rows of a run."""
     from . import plots  # matplotlib: loaded only by the bench, not by every faas-accel command
 
-    retrieval = report.retrieval_table(raw["pulls"], raw["sizes"])
-    scale = report.scale_table(raw["samples"], [x for x in raw["runs"] if x["phase"] == "scale"])
-    traffic = report.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])
-    deploy = report.deploy_table(raw["samples"])
-    targets = report.targets(retrieval, deploy, scale, traffic)
-    targets += report.last_hop_targets(raw["samples"], str(meta.get("settings", {}).get("wan_rate", "1gbit")))
+    retrieval = tables.retrieval_table(raw["pulls"], raw["sizes"])
+    scale = tables.scale_table(raw["samples"], [x for x in raw["runs"] if x["phase"] == "scale"])
+    traffic = tables.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])
+    deploy = tables.deploy_table(raw["samples"])
+    targets = tables.targets(retrieval, deploy, scale, traffic)
+    targets += tables.last_hop_targets(raw["samples"], str(meta.get("settings", {}).get("wan_rate", "1gbit")))
     csvs = {
         "retrieval_pulls.csv": raw["pulls"],
         "table1_retrieval.csv": retrieval,
