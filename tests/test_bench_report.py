@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from faas_accel.bench import report, tables
-from faas_accel.bench.paper import PaperSettings, read_csv, summary, write_csv
+from faas_accel.bench.results import read_csv, summary, write_csv
+from faas_accel.bench.settings import PaperSettings
 
 ALPINE = "registry.lab/ref/alpine:paper"
 CUSTOM = "registry.lab/ref/custom:paper"

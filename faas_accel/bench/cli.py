@@ -13,7 +13,9 @@ from faas_accel.lab.lab import LabError
 from faas_accel.lab.net import NetError
 
 from .measure import BenchError
-from .paper import REPO, Paper, PaperSettings, rerender, summary
+from .paper import Paper
+from .results import rerender, summary
+from .settings import REPO, PaperSettings
 
 
 def _ints(value: str) -> tuple[int, ...]:
