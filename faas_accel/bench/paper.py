@@ -31,18 +31,10 @@ from faas_accel.lab import lab, net, seed
 from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
 
 from . import tables
-from .measure import (
-    BenchError,
-    DockerLoader,
-    RssSampler,
-    TarballServer,
-    VmCtr,
-    image_blobs,
-    locust_stats,
-    read_jsonl,
-    run_locust,
-)
+from .locustrun import locust_stats, read_jsonl, run_locust
+from .measure import BenchError, DockerLoader, TarballServer, VmCtr, image_blobs
 from .results import finish
+from .rss import RssSampler
 from .settings import REPO, PaperSettings
 
 LOAD = REPO / "load"
