@@ -37,9 +37,10 @@ from locust.stats import CSV_STATS_INTERVAL_SEC
 
 from faas_accel.cacheapi import CacheAPI, CacheAPIError, NotFound
 from faas_accel.gateway import Gateway, GatewayError
-from faas_accel.lab.lab import mirror_host, reset_peer, runtime_args, status
+from faas_accel.lab.lab import reset_peer, status
 from faas_accel.lab.seed import stack_functions
 from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
+from faas_accel.lab.vm import mirror_host, runtime_args
 from faas_accel.lab.vmctl import forget_images
 from faas_accel.provider.phases import HEADER as PHASES_HEADER
 from faas_accel.provider.phases import parse_server_timing

@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from faas_accel.cli import main
-from faas_accel.lab.lab import LabError, check_host
+from faas_accel.lab.host import LabError, check_host
 from faas_accel.lab.netns import tbf_args
 from faas_accel.lab.spec import LabSpec
 from faas_accel.testbed.procs import Proc, free_port

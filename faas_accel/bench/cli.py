@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from faas_accel.lab.daemons import DaemonFailed
-from faas_accel.lab.lab import LabError
+from faas_accel.lab.host import LabError
 from faas_accel.lab.net import NetError
 
 from .measure import BenchError

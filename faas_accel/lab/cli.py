@@ -10,7 +10,8 @@ from typing import Any
 import click
 
 from .daemons import DaemonFailed
-from .lab import LabError, down, status, up
+from .host import LabError
+from .lab import down, status, up
 from .net import NetError
 from .spec import LabSpec
 

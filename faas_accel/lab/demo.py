@@ -27,8 +27,8 @@ from faas_accel.gateway import Gateway
 
 from . import lab, net, seed
 from .demo_report import Sample, phase_lines, report_doc, table
-from .lab import mirror_host
 from .spec import REGISTRY_HOST, VM, LabSpec
+from .vm import mirror_host
 from .vmctl import forget_images, image_names
 
 FANOUT_DEADLINE = 180.0  # seconds to wait for VMs 2..N to hold a just-deployed image
