@@ -387,19 +387,3 @@ def _items(doc: dict[str, Any], key: str) -> list[Any]:
     if not isinstance(items, list):
         raise BadAnswer(f"the cache's answer has no list {key!r}")
     return items
-
-
-__all__ = [
-    "BadAnswer",
-    "CacheAPI",
-    "CacheAPIError",
-    "CacheUnreachable",
-    "CachedImage",
-    "DeployEvent",
-    "DeployEvents",
-    "NotFound",
-    "PopularImage",
-    "Progress",
-    "Refused",
-    "Unauthorized",
-]
