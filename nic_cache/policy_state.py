@@ -17,11 +17,14 @@ import json
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .policy import Entry, Policy
 from .sqlitedb import Database
+
+if TYPE_CHECKING:
+    from .index import Index
 
 log = logging.getLogger(__name__)
 MAX_BYTES = 16 * 1024 * 1024  # predictive at its caps: 2048 images x (64 digests + 240 bins)
@@ -34,7 +37,7 @@ SCHEMA = (
 
 
 def choose_victims(
-    database: Database,
+    database: Database | Index,
     policy: Policy,
     entries: Iterable[Entry],
     closure: Callable[[str], list[str]],
@@ -66,7 +69,7 @@ def choose_victims(
     return victims
 
 
-def _load(database: Database, name: str) -> tuple[dict[str, Any], tuple[float, int]]:
+def _load(database: Database | Index, name: str) -> tuple[dict[str, Any], tuple[float, int]]:
     _query(database, SCHEMA, ())
     rows = _query(database, "SELECT * FROM policy_state WHERE name = ?", (name,))
     if not rows:
@@ -80,7 +83,7 @@ def _load(database: Database, name: str) -> tuple[dict[str, Any], tuple[float, i
     return (state if isinstance(state, dict) else {}), mark
 
 
-def _pulls_since(database: Database, mark: tuple[float, int]) -> list[sqlite3.Row]:
+def _pulls_since(database: Database | Index, mark: tuple[float, int]) -> list[sqlite3.Row]:
     ts, rowid = mark
     return _query(
         database,
@@ -90,7 +93,7 @@ def _pulls_since(database: Database, mark: tuple[float, int]) -> list[sqlite3.Ro
     )
 
 
-def _save(database: Database, name: str, state: dict[str, Any], mark: tuple[float, int]) -> None:
+def _save(database: Database | Index, name: str, state: dict[str, Any], mark: tuple[float, int]) -> None:
     text = json.dumps(state, separators=(",", ":"))
     if len(text) > MAX_BYTES:
         log.warning("eviction policy %s: state of %d bytes not saved (limit %d)", name, len(text), MAX_BYTES)
@@ -103,7 +106,7 @@ def _save(database: Database, name: str, state: dict[str, Any], mark: tuple[floa
         )
 
 
-def _query(database: Database, sql: str, args: tuple[object, ...]) -> list[sqlite3.Row]:
+def _query(database: Database | Index, sql: str, args: tuple[object, ...]) -> list[sqlite3.Row]:
     try:
         return database.conn().execute(sql, args).fetchall()
     except sqlite3.Error as exc:
