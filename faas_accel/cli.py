@@ -6,14 +6,14 @@ import click
 
 from . import __version__
 from .bench.cli import bench
-from .cache_cli import cache
+from .cache.cli import cache
 from .hook.cli import hook
 from .images.cli import images
 from .install.cli import install
 from .lab.cli import lab
-from .mirror_config_cli import mirror_config
-from .prepull_cli import prepull
-from .prewarm_cli import prewarm
+from .mirror_config.cli import mirror_config
+from .prepull.cli import prepull
+from .prewarm.cli import prewarm
 from .provider.cli import provider
 
 

@@ -33,9 +33,9 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import requests
 
-from tests.support.procs import run
-from tests.support.registry import Registry
-from tests.support.runtimes import Containerd
+from faas_accel.testbed.procs import run
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.runtimes import Containerd
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 TMPFS_SIZE = "4g"

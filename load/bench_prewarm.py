@@ -48,12 +48,13 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
 
 import requests
 
+from faas_accel.cacheapi import CacheAPI
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import TOKEN, Cache
+from faas_accel.testbed.procs import Proc, stop
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.tcpproxy import TcpProxy
 from nic_cache.policy import LRU
-from tests.support import oci
-from tests.support.cache import TOKEN, Cache
-from tests.support.procs import Proc, stop
-from tests.support.registry import Registry
-from tests.support.tcpproxy import TcpProxy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 UPSTREAM = "registry.lab"
@@ -229,7 +230,6 @@ def replay(cache: Cache, functions: list[Function], deploys: list[Deploy], day_s
     local = threading.local()
     lock = threading.Lock()
     seen: set[int] = set()
-    auth = {"Authorization": f"Bearer {TOKEN}"}
     late = 0.0
 
     def one(d: Deploy) -> None:
@@ -237,9 +237,9 @@ def replay(cache: Cache, functions: list[Function], deploys: list[Deploy], day_s
         if session is None:
             session = local.session = requests.Session()
             session.trust_env = False
+            local.api = CacheAPI(cache.url, TOKEN, timeout=30)
         fn = functions[d.fn]
-        session.post(f"{cache.url}/api/v1/events/deploy", json={"image": fn.ref, "function": fn.name,
-                     "vm": f"vm{d.vm}"}, headers=auth, timeout=30).raise_for_status()  # fmt: skip
+        local.api.report_deploy(fn.ref, fn.name, vm=f"vm{d.vm}")
         if not d.first_pull:
             return
         hit = stored(cache, fn)
@@ -311,7 +311,7 @@ def run_mode(mode: str, args: argparse.Namespace, registry: Registry, wan: Share
             budget = int(args.wan * MB * 8 * 0.4)  # bits/s: 40% of the link
             pin = mode == "prewarm-pin"
             config = prewarm_file(workdir / f"{mode}.yml", cache, args.day_seconds, args.top, budget, pin)
-            scheduler = Proc([sys.executable, "-m", "faas_accel.prewarm_cli", "run", "--config", str(config)],
+            scheduler = Proc([sys.executable, "-m", "faas_accel.prewarm.cli", "run", "--config", str(config)],
                              workdir / f"{mode}.log")  # fmt: skip
         print(f"[{mode}] day 0 (warm-up) ...", flush=True)
         replay(cache, functions, [d for d in deploys if d.day == 0], args.day_seconds, None)
@@ -323,8 +323,8 @@ def run_mode(mode: str, args: argparse.Namespace, registry: Registry, wan: Share
         cache.wait_idle(120)
         outcome.upstream_bytes = registry.blob_bytes() - before
         if scheduler is not None:
-            runs = requests.get(f"{cache.url}/api/v1/prewarm/runs", params={"limit": 1000},
-                                headers=cache.auth, timeout=30).json()["runs"]  # fmt: skip
+            with CacheAPI(cache.url, TOKEN, timeout=30) as api:
+                runs = api.runs(limit=1000)
             day = [r for r in runs if r["started"] >= t_day and r["result"]]
             outcome.prewarm_runs = len(day)
             outcome.prewarm_bytes = sum(r["result"]["bytes_fetched"] for r in day)

@@ -35,10 +35,12 @@ from locust import User, events, task
 from locust.exception import StopUser
 from locust.stats import CSV_STATS_INTERVAL_SEC
 
+from faas_accel.cacheapi import CacheAPI, CacheAPIError, NotFound
 from faas_accel.gateway import Gateway, GatewayError
-from faas_accel.lab.lab import mirror_host, reset_peer, runtime_args, status
+from faas_accel.lab.lab import reset_peer, status
 from faas_accel.lab.seed import stack_functions
 from faas_accel.lab.spec import REGISTRY_HOST, LabSpec
+from faas_accel.lab.vm import mirror_host, runtime_args
 from faas_accel.lab.vmctl import forget_images
 from faas_accel.provider.phases import HEADER as PHASES_HEADER
 from faas_accel.provider.phases import parse_server_timing
@@ -118,27 +120,20 @@ def _prepare(opts: Any) -> None:
         return
     if opts.mode == "peer":
         reset_peer(spec)
-    cache, token = doc["nic"]["cache_url"], doc["nic"]["admin_token"]
-    auth = {"Authorization": f"Bearer {token}"}
     images = list(_functions(opts).values())
     # every mode through the NIC starts from an empty NIC: the prewarmed modes fill it (one
     # copy over the WAN, before the run), so their WAN bytes are measured, not inherited
-    http = requests.Session()
-    http.trust_env = False  # lab addresses only, whatever proxy the environment names
-    http.headers.update(auth)
-    for image in images if opts.mode in ("cached", "prewarmed", "prepulled") else []:
-        with http.delete(f"{cache}/api/v1/images/{image}", timeout=30) as resp:
-            if resp.status_code not in (200, 404):
-                raise SetupFailed(f"emptying the NIC of {image}: HTTP {resp.status_code} {resp.text[:200]}")
-    for image in images if opts.mode in ("prewarmed", "prepulled") else []:
-        with http.post(f"{cache}/api/v1/prefetch", json={"image": image, "wait": 600}, timeout=660) as resp:
-            state = (
-                resp.json().get("state")
-                if resp.headers.get("Content-Type", "").startswith("application/json")
-                else None
-            )
-            if resp.status_code != 200 or state != "done":
-                raise SetupFailed(f"prefetch of {image}: HTTP {resp.status_code}, state {state}")
+    with CacheAPI(doc["nic"]["cache_url"], doc["nic"]["admin_token"], timeout=30) as api:
+        try:
+            for image in images if opts.mode in ("cached", "prewarmed", "prepulled") else []:
+                with contextlib.suppress(NotFound):
+                    api.delete_image(image)
+            for image in images if opts.mode in ("prewarmed", "prepulled") else []:
+                state = api.prefetch(image, wait=600).state
+                if state != "done":
+                    raise SetupFailed(f"prefetch of {image}: state {state}")
+        except CacheAPIError as exc:
+            raise SetupFailed(str(exc)) from exc
     if opts.mode == "prepulled":
         prepull_vms(spec, doc, list(_functions(opts).values()))
 

@@ -2,8 +2,8 @@
 gunicorn, and the prewarm scheduler — real processes on 127.0.0.1, each in its own session,
 logging to a file, stopped by the PID this module started (never by name).
 
-load/ does not import tests/, and main has no faas_accel/testbed yet (issue 14 moves the
-tests' fuller helpers there), so this is the least the replay needs: push blobs and
+load/ does not import tests/; this was written before faas_accel/testbed (issue 14's home
+for the tests' fuller helpers) reached main, and is the least the replay needs: push blobs and
 manifests through the registry HTTP API, start/stop, and read a cache's CPU time and peak
 memory from /proc (the gunicorn master and its workers).
 """

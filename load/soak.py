@@ -45,11 +45,11 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.support import oci
-from tests.support.cache import FAAS_ACCEL, Cache
-from tests.support.procs import pid_alive, run, stop_pid, wait_for
-from tests.support.registry import Registry, htpasswd_auth
-from tests.support.tcpproxy import TcpProxy
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import FAAS_ACCEL, Cache
+from faas_accel.testbed.procs import pid_alive, run, stop_pid, wait_for
+from faas_accel.testbed.registry import Registry, htpasswd_auth
+from faas_accel.testbed.tcpproxy import TcpProxy
 
 MB = 1_000_000
 UP = "up.lab"

@@ -92,7 +92,7 @@ class Access:
         self.upstreams = upstreams
         self.clock = clock
         try:
-            store._conn().executescript(_SCHEMA)
+            store.index.conn().executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot create the access tables: {exc}") from exc
         self._secret = _secret(os.path.join(store.data_dir, "access.key"))
@@ -169,7 +169,7 @@ class Access:
         blob `digest` was derived from (a re-encoded layer or variant manifest, transcoder.py):
         what the cache derived from a repository's content is that repository's content."""
         try:
-            conn = self.store._conn()
+            conn = self.store.index.conn()
             for subject in (digest, *(r[0] for r in conn.execute(_SOURCE, (digest,)).fetchall())):
                 args = {"u": route.upstream, "r": route.repository, "d": subject}
                 if conn.execute(_REFERENCED, args).fetchall():
@@ -180,14 +180,14 @@ class Access:
 
     def record(self, upstream: str, repository: str, manifest: str) -> None:
         """Remember that `manifest` was fetched or served for the repository (best effort)."""
-        self.store._best_effort(
+        self.store.index.best_effort(
             "INSERT OR IGNORE INTO repo_manifests (upstream, repository, manifest) VALUES (?, ?, ?)",
             [(upstream, repository, manifest)],
         )
 
     def prune(self) -> None:
         """Forget old decisions and records of manifests no longer stored."""
-        with self.store._db() as db:
+        with self.store.index.transaction() as db:
             db.execute("DELETE FROM access WHERE checked_at < ?", (self.clock() - KEEP_DECISIONS,))
             db.execute("DELETE FROM repo_manifests WHERE manifest NOT IN (SELECT digest FROM blobs)")
 
@@ -196,7 +196,7 @@ class Access:
 
     def _decide(self, upstream: str, subject: str, client: Credential, probe: Callable[[], bool]) -> bool:
         key = self._key(client)
-        rows = self.store._query(
+        rows = self.store.index.query(
             "SELECT allowed, checked_at FROM access WHERE upstream = ? AND subject = ? AND credential = ?",
             (upstream, subject, key),
         )
@@ -211,7 +211,7 @@ class Access:
                             "before: %s", upstream, subject, exc)  # fmt: skip
                 return True
             raise
-        self.store._best_effort(
+        self.store.index.best_effort(
             "INSERT INTO access VALUES (?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
             "allowed = excluded.allowed, checked_at = excluded.checked_at",
             [(upstream, subject, key, int(allowed), now)],

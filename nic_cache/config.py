@@ -8,7 +8,6 @@ dataclasses. Every error names the key and, when it came from the file, its line
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import IO, Any
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .envvars import Path, expand_vars
 from .errors import ConfigError
 from .policy import PolicyError, make_policy
 from .reference import HOST_RE
@@ -23,7 +23,6 @@ from .units import parse_duration, parse_size
 
 ENV_PREFIX = "NIC_CACHE_"
 _BOOLS = {"true": True, "false": False}  # strings come from ${VAR} expansion
-_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -128,7 +127,12 @@ def load_config(stream: IO[str] | str, environ: Mapping[str, str], *, source: st
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: the config must be a mapping of keys to values")
-    raw = _expand(raw, environ, where)
+
+    def unset(path: Path, name: str) -> ConfigError:
+        keys = tuple(str(p) for p in path if isinstance(p, str))  # a list item: its list's key
+        return ConfigError(f"{where(*keys)}: {'.'.join(keys)}: environment variable {name} is not set")
+
+    raw = expand_vars(raw, environ, unset)
     for key, value in environ.items():
         if key.startswith(ENV_PREFIX):
             name = key[len(ENV_PREFIX) :].lower()
@@ -146,25 +150,6 @@ def _key_lines(node: yaml.Node, path: tuple[str, ...] = ()) -> dict[tuple[str, .
             out[key] = key_node.start_mark.line + 1
             out.update(_key_lines(value_node, key))
     return out
-
-
-def _expand(value: Any, environ: Mapping[str, str], where: Any, path: tuple[str, ...] = ()) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand(v, environ, where, (*path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, environ, where, path) for v in value]
-    if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if default is not None and not environ.get(name):
-                return default  # `:-` means unset or empty, as in the shell
-            if name in environ:
-                return environ[name]
-            raise ConfigError(f"{where(*path)}: {'.'.join(path)}: environment variable {name} is not set")
-
-        return _VAR_RE.sub(sub, value)
-    return value
 
 
 def _build(raw: dict[str, Any], where: Any) -> Config:

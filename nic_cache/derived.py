@@ -35,7 +35,7 @@ class DerivedIndex:
         self.store = store
 
     def get(self, source: str, encoding: str) -> Derivation | None:
-        rows = self.store._query(
+        rows = self.store.index.query(
             "SELECT source, encoding, digest, diff_id, reason FROM derived WHERE source = ? AND encoding = ?",
             (source, encoding),
         )
@@ -43,7 +43,7 @@ class DerivedIndex:
 
     def source_of(self, digest: str) -> str | None:
         """The blob `digest` was derived from, if it is a derived blob."""
-        rows = self.store._query("SELECT source FROM derived WHERE digest = ?", (digest,))
+        rows = self.store.index.query("SELECT source FROM derived WHERE digest = ?", (digest,))
         return str(rows[0][0]) if rows else None
 
     def record(
@@ -56,7 +56,7 @@ class DerivedIndex:
         reason: str | None = None,
     ) -> None:
         """Remember a derivation (or why there is none), replacing an earlier row."""
-        with self.store._db() as db:
+        with self.store.index.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO derived (source, encoding, digest, diff_id, reason, created) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
@@ -65,18 +65,18 @@ class DerivedIndex:
 
     def opt_out(self, image: str) -> None:
         """Never offer re-encoded layers for `image` (`registry/repo:tag`) again."""
-        with self.store._db() as db:
+        with self.store.index.transaction() as db:
             db.execute(
                 "INSERT OR REPLACE INTO transcode_optout (image, ts) VALUES (?, ?)",
                 (image, self.store.clock()),
             )
 
     def opted_out(self, image: str) -> bool:
-        return bool(self.store._query("SELECT 1 FROM transcode_optout WHERE image = ?", (image,)))
+        return bool(self.store.index.query("SELECT 1 FROM transcode_optout WHERE image = ?", (image,)))
 
     def usage(self) -> tuple[int, int]:
         """(bytes, count) of the derived blobs that are stored."""
-        row = self.store._query(
+        row = self.store.index.query(
             "SELECT COALESCE(SUM(b.size), 0), COUNT(*) FROM derived d JOIN blobs b ON b.digest = d.digest"
         )[0]
         return int(row[0]), int(row[1])

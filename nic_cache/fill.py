@@ -35,9 +35,10 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from . import diskio, locks
+from .blobs import new_temp
 from .errors import FillAborted, NicCacheError, NoRoom, UpstreamUnavailable
 from .reference import digest_hex
-from .store import Store, new_temp
+from .store import Store
 from .upstream import BlobStream
 
 log = logging.getLogger(__name__)

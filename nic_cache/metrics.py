@@ -9,6 +9,8 @@ hit ratio per upstream: computed from the hit and miss counters of all workers.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
@@ -149,7 +151,7 @@ class Metrics:
                 reg._nic_store = True  # type: ignore[attr-defined]
             return reg
         reg = CollectorRegistry()
-        workers = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        workers = WorkerFiles(None)  # type: ignore[no-untyped-call]
         reg.register(workers)
         reg.register(StoreCollector(self.store))
         reg.register(HitRatioCollector([workers]))
@@ -170,3 +172,21 @@ class Metrics:
                 key = f"{s.name}{{{labels}}}" if labels else s.name
                 out[key] = out.get(key, 0.0) + s.value
         return out
+
+
+class WorkerFiles(multiprocess.MultiProcessCollector):
+    """The workers' metric files merged, except one still 0 bytes long.
+
+    prometheus_client creates a worker's file before it sizes it; a scrape that reads it in that
+    window fails whole with struct.error (prometheus/client_python#1199), which made `/metrics`,
+    `/api/v1/stats` and `/status` answer 500 while a worker booted, and a worker killed in the
+    window would leave the empty file for good. Once sized, the file reads as valid (zeros).
+    """
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            with contextlib.suppress(FileNotFoundError):
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+        return self.merge(files, accumulate=True)  # type: ignore[no-any-return,no-untyped-call]

@@ -30,12 +30,15 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import StoreError
 from .policy import Entry, Policy, Prefetch
 from .policy.relearn import Use, learns_uses, relearn
 from .sqlitedb import Database
+
+if TYPE_CHECKING:
+    from .index import Index
 
 log = logging.getLogger(__name__)
 MAX_BYTES = 16 * 1024 * 1024  # predictive at its caps: 2048 images x (64 digests + 240 bins)
@@ -55,7 +58,7 @@ _guard = threading.Lock()
 
 
 def choose_victims(
-    database: Database,
+    database: Database | Index,
     policy: Policy,
     entries: Iterable[Entry],
     closure: Callable[[str], list[str]],
@@ -77,7 +80,7 @@ def choose_victims(
 
 
 def predicted_prefetch(
-    database: Database,
+    database: Database | Index,
     policy: Policy,
     entries: Iterable[Entry],
     closure: Callable[[str], list[str]],
@@ -100,17 +103,17 @@ def forget_live() -> None:
         _saved.clear()
 
 
-def _slot(database: Database, policy: Policy) -> Slot:
+def _slot(database: Database | Index, policy: Policy) -> Slot:
     return (os.getpid(), database.path, policy.name)
 
 
-def _keep_live(database: Database, policy: Policy, mark: Mark) -> None:
+def _keep_live(database: Database | Index, policy: Policy, mark: Mark) -> None:
     if learns_uses(policy):
         with _guard:
             _live[_slot(database, policy)] = (policy, mark)
 
 
-def _learn(database: Database, policy: Policy, entries: Iterable[Entry],
+def _learn(database: Database | Index, policy: Policy, entries: Iterable[Entry],
            closure: Callable[[str], list[str]]) -> Mark:  # fmt: skip
     with _guard:  # taken out while in use: two threads of a worker never share one
         warm = _live.pop(_slot(database, policy), None) if learns_uses(policy) else None
@@ -137,7 +140,7 @@ def _uses(rows: list[sqlite3.Row], closure: Callable[[str], list[str]]) -> Itera
         yield Use(row["ts"], row["image"], blobs[digest])
 
 
-def _load(database: Database, name: str) -> tuple[dict[str, Any], Mark]:
+def _load(database: Database | Index, name: str) -> tuple[dict[str, Any], Mark]:
     _query(database, SCHEMA, ())
     rows = _query(database, "SELECT * FROM policy_state WHERE name = ?", (name,))
     if not rows:
@@ -154,19 +157,19 @@ def _load(database: Database, name: str) -> tuple[dict[str, Any], Mark]:
 _NEWER = "kind = 'pull' AND digest IS NOT NULL AND (ts > ? OR (ts = ? AND rowid > ?))"
 
 
-def _pulls_since(database: Database, mark: Mark) -> list[sqlite3.Row]:
+def _pulls_since(database: Database | Index, mark: Mark) -> list[sqlite3.Row]:
     ts, rowid = mark
     return _query(database, f"SELECT rowid, ts, image, digest FROM pulls WHERE {_NEWER} "
                             "ORDER BY ts, rowid", (ts, ts, rowid))  # fmt: skip
 
 
-def _last_pull(database: Database, mark: Mark) -> list[sqlite3.Row]:
+def _last_pull(database: Database | Index, mark: Mark) -> list[sqlite3.Row]:
     ts, rowid = mark
     return _query(database, f"SELECT rowid, ts, image, digest FROM pulls WHERE {_NEWER} "
                             "ORDER BY ts DESC, rowid DESC LIMIT 1", (ts, ts, rowid))  # fmt: skip
 
 
-def _save(database: Database, name: str, state: dict[str, Any], mark: Mark) -> None:
+def _save(database: Database | Index, name: str, state: dict[str, Any], mark: Mark) -> None:
     text = json.dumps(state, separators=(",", ":"))
     if len(text) > MAX_BYTES:
         log.warning("eviction policy %s: state of %d bytes not saved (limit %d)", name, len(text), MAX_BYTES)
@@ -179,7 +182,7 @@ def _save(database: Database, name: str, state: dict[str, Any], mark: Mark) -> N
         )
 
 
-def _query(database: Database, sql: str, args: tuple[object, ...]) -> list[sqlite3.Row]:
+def _query(database: Database | Index, sql: str, args: tuple[object, ...]) -> list[sqlite3.Row]:
     try:
         return database.conn().execute(sql, args).fetchall()
     except sqlite3.Error as exc:

@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 
 class Row(Protocol):
-    """A row of the pull log by column name (sqlite3.Row, a dict)."""
+    """A row of the pull log (the index's PullRecord)."""
 
-    def __getitem__(self, key: str) -> Any: ...
+    @property
+    def ts(self) -> float: ...
+
+    @property
+    def image(self) -> str: ...
+
+    @property
+    def client(self) -> str | None: ...
+
+    @property
+    def kind(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -31,8 +41,8 @@ class Use:
 
     @classmethod
     def from_row(cls, row: Row) -> Use:
-        """A use from a row of the store's `pulls` table."""
-        return cls(float(row["ts"]), str(row["image"]), row["client"], str(row["kind"]))
+        """A use from a row of the store's pull log."""
+        return cls(float(row.ts), str(row.image), row.client, str(row.kind))
 
 
 @dataclass(frozen=True)

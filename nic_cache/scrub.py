@@ -65,18 +65,17 @@ def check(store: Store, *, digests: bool = False) -> Report:
     """Verify sizes (and with `digests`, content) of every stored blob; see the module doc."""
     report = Report()
     try:
-        rows = store._query("SELECT digest, size FROM blobs")
+        rows = store.index.sizes()
     except StoreError as exc:
         raise StoreError(f"cannot read the index to check it: {exc}") from exc
     indexed = set()
-    for row in rows:
-        digest, size = row[0], int(row[1])
+    for digest, size in rows:
         indexed.add(digest)
         path = store.blob_path(digest)
         try:
             actual = os.path.getsize(path)
         except FileNotFoundError:
-            store._best_effort("DELETE FROM blobs WHERE digest = ?", [(digest,)])
+            store.index.drop_row(digest)
             report.dropped += 1
             continue
         report.checked += 1
@@ -103,7 +102,7 @@ def quarantine(store: Store, digest: str, why: str, report: Report | None = None
     hexd = digest.split(":", 1)[1]
     with contextlib.suppress(FileNotFoundError):
         os.rename(store.blob_path(digest), os.path.join(store.quarantine_dir, f"{hexd}.{int(time.time())}"))
-    store._best_effort("DELETE FROM blobs WHERE digest = ?", [(digest,)])
+    store.index.drop_row(digest)
     kept = sorted(os.scandir(store.quarantine_dir), key=lambda e: e.stat().st_mtime, reverse=True)
     for old in kept[QUARANTINE_KEEP:]:
         with contextlib.suppress(FileNotFoundError):

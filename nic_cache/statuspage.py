@@ -66,8 +66,8 @@ def activity(pulls: Iterable[Row], now: float) -> dict[str, list[float]]:
     first = (now // CHART_BUCKET) * CHART_BUCKET - (count - 1) * CHART_BUCKET
     series = {"pull": [0.0] * count, "deploy": [0.0] * count}
     for row in pulls:
-        index = int((float(row["ts"]) - first) // CHART_BUCKET)
-        kind = str(row["kind"])
+        index = int((float(row.ts) - first) // CHART_BUCKET)
+        kind = str(row.kind)
         if 0 <= index < count and kind in series:
             series[kind][index] += 1
     return {"t": [first + i * CHART_BUCKET for i in range(count)], "pulls": series["pull"],

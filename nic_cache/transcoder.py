@@ -31,12 +31,13 @@ from typing import BinaryIO
 
 import zstandard
 
+from .blobs import new_temp
 from .config import TranscodeConfig
 from .derived import DerivedIndex
 from .errors import BlobUnknown, NicCacheError, TranscodeError
 from .manifest import INDEX_TYPES, parse_manifest
 from .proxy import ManifestResult
-from .store import Store, new_temp
+from .store import Store
 from .transcode import GZIP_TYPES, Recoded, recode
 from .variants import PullContext, offer_variant, rewrite_children, rewrite_layers
 

@@ -16,14 +16,14 @@ from typing import Any
 
 import pytest
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import Cache
+from faas_accel.testbed.oci import Blob, Image, Index, Layer
+from faas_accel.testbed.procs import PROXY_VARS
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.runtimes import Containerd, Dockerd, NetNS
 from nic_cache.store import Store
-from tests.support import oci
-from tests.support.cache import Cache
 from tests.support.clock import FakeClock
-from tests.support.oci import Blob, Image, Index, Layer
-from tests.support.procs import PROXY_VARS
-from tests.support.registry import Registry
-from tests.support.runtimes import Containerd, Dockerd, NetNS
 
 APP_ENV_PREFIXES = ("NIC_CACHE_",)
 

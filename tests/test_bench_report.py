@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from faas_accel.bench import report
-from faas_accel.bench.paper import PaperSettings, read_csv, summary, write_csv
+from faas_accel.bench import report, tables
+from faas_accel.bench.results import read_csv, summary, write_csv
+from faas_accel.bench.settings import PaperSettings
 
 ALPINE = "registry.lab/ref/alpine:paper"
 CUSTOM = "registry.lab/ref/custom:paper"
@@ -98,7 +99,7 @@ def by_image(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return {r["image"]: r for r in rows}
 
 
-def find(targets: list[report.Target], start: str) -> report.Target:
+def find(targets: list[tables.Target], start: str) -> tables.Target:
     (hit,) = [t for t in targets if t.what.startswith(start)]
     return hit
 
@@ -118,7 +119,7 @@ class TestHelpers:
     )
     def test_reduction(self, new: float | None, base: float | None, expected: float | None) -> None:
         """reduction is 1 - new/base, and None when either side is missing or the base is 0."""
-        assert report.reduction(new, base) == (None if expected is None else pytest.approx(expected))
+        assert tables.reduction(new, base) == (None if expected is None else pytest.approx(expected))
 
     @pytest.mark.parametrize(
         ("a", "b", "expected"),
@@ -127,16 +128,16 @@ class TestHelpers:
     )
     def test_ratio(self, a: float | None, b: float | None, expected: float | None) -> None:
         """ratio is a/b, and None when a is missing or b is 0 or missing."""
-        assert report.ratio(a, b) == (None if expected is None else pytest.approx(expected))
+        assert tables.ratio(a, b) == (None if expected is None else pytest.approx(expected))
 
     def test_ecdf_sorts_and_counts_ties(self) -> None:
         """Each sorted value gets the fraction of samples up to and including its position."""
-        assert report.ecdf([3.0, 1.0, 2.0, 2.0]) == ([1.0, 2.0, 2.0, 3.0], [0.25, 0.5, 0.75, 1.0])
+        assert tables.ecdf([3.0, 1.0, 2.0, 2.0]) == ([1.0, 2.0, 2.0, 3.0], [0.25, 0.5, 0.75, 1.0])
 
     def test_ecdf_of_one_and_of_none(self) -> None:
         """One sample reaches 1.0 at once; no samples give two empty lists."""
-        assert report.ecdf([5.0]) == ([5.0], [1.0])
-        assert report.ecdf([]) == ([], [])
+        assert tables.ecdf([5.0]) == ([5.0], [1.0])
+        assert tables.ecdf([]) == ([], [])
 
     @pytest.mark.parametrize(
         ("image", "name"),
@@ -150,7 +151,7 @@ class TestHelpers:
     )
     def test_short_name(self, image: str, name: str) -> None:
         """The short name is the last path part without its tag."""
-        assert report.short(image) == name
+        assert tables.short(image) == name
 
     @pytest.mark.parametrize(
         ("args", "text"),
@@ -170,7 +171,7 @@ class TestHelpers:
 class TestRetrievalTable:
     def test_means_reductions_and_floor_ratio(self) -> None:
         """alpine: T_fetch 3.0, T_load 0.3 (90% less), 1.5x the 0.2 s floor, tarball twice T_fetch."""
-        row = by_image(report.retrieval_table(PULLS, SIZES))["alpine"]
+        row = by_image(tables.retrieval_table(PULLS, SIZES))["alpine"]
         assert row["t_fetch_s"] == pytest.approx(3.0)
         assert row["t_load_s"] == pytest.approx(0.3)
         assert row["reduction"] == pytest.approx(0.9)
@@ -182,14 +183,14 @@ class TestRetrievalTable:
 
     def test_failed_rows_are_counted_not_averaged(self) -> None:
         """The two failed pulls (one with a 100 s time) are failures and stay out of the means."""
-        row = by_image(report.retrieval_table(PULLS, SIZES))["alpine"]
+        row = by_image(tables.retrieval_table(PULLS, SIZES))["alpine"]
         assert row["failures"] == 2
         assert row["pulls"] == 2
         assert row["t_fetch_s"] == pytest.approx(3.0)
 
     def test_paper_numbers_by_short_name(self) -> None:
         """registry.lab/ref/alpine:paper finds the paper's alpine row; an unknown image finds none."""
-        rows = by_image(report.retrieval_table(PULLS, SIZES))
+        rows = by_image(tables.retrieval_table(PULLS, SIZES))
         assert rows["alpine"]["paper_reduction"] == 0.93
         assert rows["alpine"]["paper_size_mb"] == 7.33
         assert rows["custom"]["paper_reduction"] is None
@@ -197,7 +198,7 @@ class TestRetrievalTable:
 
     def test_missing_modes_give_none(self) -> None:
         """An image pulled only directly has no T_load, floor, tarball or ratios, and 0 full pulls."""
-        row = by_image(report.retrieval_table(PULLS, SIZES))["custom"]
+        row = by_image(tables.retrieval_table(PULLS, SIZES))["custom"]
         assert row["t_fetch_s"] == pytest.approx(1.0)
         for key in (
             "t_load_s",
@@ -214,14 +215,14 @@ class TestRetrievalTable:
 
     def test_images_keep_first_seen_order(self) -> None:
         """One row per image, in the order the pulls first name them."""
-        assert [r["image"] for r in report.retrieval_table(PULLS, SIZES)] == ["alpine", "custom"]
-        assert report.retrieval_table([], {}) == []
+        assert [r["image"] for r in tables.retrieval_table(PULLS, SIZES)] == ["alpine", "custom"]
+        assert tables.retrieval_table([], {}) == []
 
 
 class TestScaleAndTraffic:
     def test_scale_means_first_invokes_of_the_scale_phase_only(self) -> None:
         """Per (N, mode): deploy samples, deploy-phase samples and failures stay out of the mean."""
-        rows = {(r["vms"], r["mode"]): r for r in report.scale_table(SCALE_SAMPLES, RUNS)}
+        rows = {(r["vms"], r["mode"]): r for r in tables.scale_table(SCALE_SAMPLES, RUNS)}
         assert list(rows) == [(2, "direct"), (2, "cached"), (1, "direct")]
         assert rows[2, "direct"]["cold_start_s"] == pytest.approx(5.0)
         assert rows[2, "direct"]["cold_start_max_s"] == pytest.approx(6.0)
@@ -235,15 +236,15 @@ class TestScaleAndTraffic:
 
     def test_scale_run_without_samples(self) -> None:
         """A run with no samples of its own has no cold start rather than someone else's."""
-        (row,) = report.scale_table(SCALE_SAMPLES, [run("peer", 2, 1)])
+        (row,) = tables.scale_table(SCALE_SAMPLES, [run("peer", 2, 1)])
         assert row["cold_start_s"] is None
         assert row["cold_start_max_s"] is None
         assert row["samples"] == 0
 
     def test_traffic_saved_formula_and_one_copy(self) -> None:
         """N=2: cached 210 MB vs direct 400 MB saves 47.5%; 1 - 1/2 = 50%; 1.05 copies of 200 MB."""
-        scale = report.scale_table(SCALE_SAMPLES, RUNS)
-        rows = {r["vms"]: r for r in report.traffic_table(scale, 200_000_000, 300_000_000, images=2)}
+        scale = tables.scale_table(SCALE_SAMPLES, RUNS)
+        rows = {r["vms"]: r for r in tables.traffic_table(scale, 200_000_000, 300_000_000, images=2)}
         assert list(rows) == [1, 2]
         two = rows[2]
         assert two["direct_bytes"] == 400_000_000
@@ -255,8 +256,8 @@ class TestScaleAndTraffic:
 
     def test_traffic_without_cached_run(self) -> None:
         """N=1 with only a direct run: nothing saved or compared, and 1 - 1/1 = 0."""
-        scale = report.scale_table(SCALE_SAMPLES, RUNS)
-        one = {r["vms"]: r for r in report.traffic_table(scale, 200_000_000, 300_000_000)}[1]
+        scale = tables.scale_table(SCALE_SAMPLES, RUNS)
+        one = {r["vms"]: r for r in tables.traffic_table(scale, 200_000_000, 300_000_000)}[1]
         assert one["saved"] is None
         assert one["cached_over_one_copy"] is None
         assert one["paper_formula"] == 0.0
@@ -265,14 +266,14 @@ class TestScaleAndTraffic:
     def test_paper_formula_for_eight(self) -> None:
         """1 - 1/N for N=8 is 87.5%."""
         scale = [{"vms": 8, "mode": "direct", "upstream_bytes": 8}]
-        (row,) = report.traffic_table(scale, 1, 1)
+        (row,) = tables.traffic_table(scale, 1, 1)
         assert row["paper_formula"] == pytest.approx(0.875)
 
 
 class TestDeployTable:
     def test_means_per_function_and_mode(self) -> None:
         """hello: direct deploy 4.0 / first invoke 5.0; the failed and scale-phase samples are ignored."""
-        rows = {r["function"]: r for r in report.deploy_table(DEPLOY_SAMPLES)}
+        rows = {r["function"]: r for r in tables.deploy_table(DEPLOY_SAMPLES)}
         hello = rows["hello"]
         assert hello["direct_deploy_s"] == pytest.approx(4.0)
         assert hello["direct_first-invoke_s"] == pytest.approx(5.0)
@@ -283,21 +284,21 @@ class TestDeployTable:
 
     def test_reductions_against_direct(self) -> None:
         """cached-hit 0.25 s and prewarmed 0.5 s against 5.0 s direct are 95% and 90% less."""
-        hello = {r["function"]: r for r in report.deploy_table(DEPLOY_SAMPLES)}["hello"]
+        hello = {r["function"]: r for r in tables.deploy_table(DEPLOY_SAMPLES)}["hello"]
         assert hello["cached-hit_reduction"] == pytest.approx(0.95)
         assert hello["prewarmed_reduction"] == pytest.approx(0.90)
         assert "direct_reduction" not in hello
 
     def test_function_without_direct_has_no_reduction(self) -> None:
         """echo, deployed only cached-hit, has its time but no reduction."""
-        echo = {r["function"]: r for r in report.deploy_table(DEPLOY_SAMPLES)}["echo"]
+        echo = {r["function"]: r for r in tables.deploy_table(DEPLOY_SAMPLES)}["echo"]
         assert echo["cached-hit_first-invoke_s"] == pytest.approx(1.0)
         assert echo["direct_first-invoke_s"] is None
         assert echo["cached-hit_reduction"] is None
 
     def test_no_deploy_phase_no_rows(self) -> None:
         """Scale samples alone make no deploy table."""
-        assert report.deploy_table(SCALE_SAMPLES[:6]) == []
+        assert tables.deploy_table(SCALE_SAMPLES[:6]) == []
 
     def test_provider_phases_are_averaged_and_shown_with_the_largest_in_bold(self) -> None:
         """Deploy samples carrying the provider's phases get per-mode phase means and a table."""
@@ -306,18 +307,18 @@ class TestDeployTable:
             s = sample("deploy", "direct", "deploy", unpack + 1.0)
             s["phases"] = {"resolve": 0.1, "fetch": 0.5, "unpack": unpack, "start": 0.2, "healthy": 0.2}
             timed.append(s)
-        (row,) = report.deploy_table(timed)
+        (row,) = tables.deploy_table(timed)
         assert (row["direct_unpack_s"], row["direct_fetch_s"]) == (pytest.approx(4.0), pytest.approx(0.5))
         md = "\n".join(report._phases_md([row], ["direct"]))
         assert "| hello | direct | 0.10 | 0.50 | **4.00** | 0.20 | 0.20 |" in md
-        assert report._phases_md(report.deploy_table(DEPLOY_SAMPLES), ["direct"]) == []
+        assert report._phases_md(tables.deploy_table(DEPLOY_SAMPLES), ["direct"]) == []
 
 
 class TestTargets:
     def test_deploy_reductions(self) -> None:
         """cached-hit 95% meets its 92% goal, prewarmed 90% misses its 95% goal."""
         deploy = [{"function": "hello", "cached-hit_reduction": 0.95, "prewarmed_reduction": 0.90}]
-        got = report.targets([], deploy, [], [])
+        got = tables.targets([], deploy, [], [])
         hit = find(got, "hello: cached-hit first-invoke at least 92% below direct")
         pre = find(got, "hello: prewarmed first-invoke at least 95% below direct")
         assert (hit.met, hit.measured) == (True, "95.0% below")
@@ -325,7 +326,7 @@ class TestTargets:
 
     def test_deploy_not_measured(self) -> None:
         """A function with no reductions gets both targets as not measured."""
-        got = report.targets([], [{"function": "echo"}], [], [])
+        got = tables.targets([], [{"function": "echo"}], [], [])
         assert [(t.met, t.measured) for t in got] == [(None, "not measured")] * 2
 
     def test_prepulled_only_when_measured_and_failures_are_misses(self) -> None:
@@ -340,11 +341,11 @@ class TestTargets:
                 "cached-hit_reduction": None,
             }
         ]
-        got = report.targets([], deploy, [], [])
+        got = tables.targets([], deploy, [], [])
         assert find(got, "hello: prepulled first-invoke at least 95% below direct").met is True
         failed = find(got, "hello: cached-hit first-invoke at least 92% below direct")
         assert (failed.met, failed.measured) == (False, "3 failed deploy(s), nothing to compare")
-        assert not any("prepulled" in t.what for t in report.targets([], [{"function": "x"}], [], []))
+        assert not any("prepulled" in t.what for t in tables.targets([], [{"function": "x"}], [], []))
 
     def test_one_copy_within_two_percent(self) -> None:
         """1.01 copies is one copy, 1.03 is not, none measured is None."""
@@ -352,7 +353,7 @@ class TestTargets:
             {"vms": n, "cached_over_one_copy": r, "one_copy_bytes": 150_000_000, "images_bytes": 250_000_000}
             for n, r in ((1, 1.01), (2, 1.03), (4, None))
         ]
-        got = report.targets([], [], [], traffic)
+        got = tables.targets([], [], [], traffic)
         assert find(got, "N=1: cached upstream bytes").met is True
         assert find(got, "N=1: cached upstream bytes").measured == "1.010 copies"
         assert find(got, "N=2: cached upstream bytes").met is False
@@ -367,16 +368,16 @@ class TestTargets:
         """One copy of the unique layers must be below the per-image sum; one image can't share."""
         traffic = [{"vms": 1, "cached_over_one_copy": None, "images": images}]
         traffic[0].update(one_copy_bytes=one, images_bytes=per_image)
-        assert find(report.targets([], [], [], traffic), "shared base layers").met is met
+        assert find(tables.targets([], [], [], traffic), "shared base layers").met is met
 
     def test_shared_base_measured_in_mb(self) -> None:
         """The shared-base target shows both sizes in MB."""
         traffic = [{"vms": 1, "images": 2, "one_copy_bytes": 150_000_000, "images_bytes": 250_000_000}]
-        assert find(report.targets([], [], [], traffic), "shared base").measured == "150.0 MB vs 250.0 MB"
+        assert find(tables.targets([], [], [], traffic), "shared base").measured == "150.0 MB vs 250.0 MB"
 
     def test_no_traffic_no_shared_base_target(self) -> None:
         """Without a scale run there is no shared-base target at all."""
-        assert report.targets([], [], [], []) == []
+        assert tables.targets([], [], [], []) == []
 
     def test_floor_ratio(self) -> None:
         """1.1x the floor is within 1.2x, 1.3x is not, no floor is not measured."""
@@ -385,7 +386,7 @@ class TestTargets:
             {"image": "ubuntu", "cached_over_floor": 1.3},
             {"image": "nginx", "cached_over_floor": None},
         ]
-        got = report.targets(retrieval, [], [], [])
+        got = tables.targets(retrieval, [], [], [])
         assert (find(got, "alpine:").met, find(got, "alpine:").measured) == (True, "1.10x")
         assert find(got, "ubuntu:").met is False
         assert (find(got, "nginx:").met, find(got, "nginx:").measured) == (None, "not measured")
@@ -400,7 +401,7 @@ class TestTargets:
             {"vms": 8, "mode": "cached", "cold_start_s": 3.0, "upstream_bytes": 100_000_000},
             {"vms": 8, "mode": "peer", "cold_start_s": 2.0, "upstream_bytes": 200_000_000},
         ]
-        got = report.targets([], [], scale, [])
+        got = tables.targets([], [], scale, [])
         two = find(got, "N=2: the peer")
         assert two.met is True
         assert two.measured == "1.00 s vs 2.00 s, 100.0 MB vs 200.0 MB"
@@ -416,7 +417,7 @@ class TestTargets:
             {"vms": 4, "mode": "cached", "cold_start_s": None, "upstream_bytes": 1},
             {"vms": 4, "mode": "peer", "cold_start_s": 2.0, "upstream_bytes": 2},
         ]
-        assert report.targets([], [], scale, []) == []
+        assert tables.targets([], [], scale, []) == []
 
 
 def settings_doc(settings: PaperSettings) -> dict[str, Any]:
@@ -427,8 +428,8 @@ def settings_doc(settings: PaperSettings) -> dict[str, Any]:
 
 def make_doc(tmp_path: Path, **parts: Any) -> dict[str, Any]:
     settings = PaperSettings.for_quick(tmp_path, wan_rate="100mbit", wan_rtt="50ms", wan_setup="30ms")
-    retrieval = report.retrieval_table(PULLS, SIZES)
-    deploy = report.deploy_table(DEPLOY_SAMPLES)
+    retrieval = tables.retrieval_table(PULLS, SIZES)
+    deploy = tables.deploy_table(DEPLOY_SAMPLES)
     doc: dict[str, Any] = {
         "started": "2024-05-01 12:00 UTC",
         "machine": "testhost (4 CPUs, Linux 6.1)",
@@ -440,7 +441,7 @@ def make_doc(tmp_path: Path, **parts: Any) -> dict[str, Any]:
         "invoke": [],
         "memory": {},
         "sizes": SIZES,
-        "targets": [asdict(t) for t in report.targets(retrieval, deploy, [], [])],
+        "targets": [asdict(t) for t in tables.targets(retrieval, deploy, [], [])],
         "files": {"csv": ["deploy.csv", "table1_retrieval.csv"], "png": ["fig4_ecdf.png"]},
     }
     doc.update(parts)
@@ -499,8 +500,8 @@ class TestMarkdown:
 
     def test_scale_traffic_memory_and_invoke(self, tmp_path: Path) -> None:
         """With scale, memory and invoke rows their sections appear with the hand-worked numbers."""
-        scale = report.scale_table(SCALE_SAMPLES, RUNS)
-        traffic = report.traffic_table(scale, 200_000_000, 300_000_000)
+        scale = tables.scale_table(SCALE_SAMPLES, RUNS)
+        traffic = tables.traffic_table(scale, 200_000_000, 300_000_000)
         memory = {"peak_total_rss_mb": 42.3, "peak_process_hwm_mb": 20.0, "processes": 3}
         invoke = [
             {"via": "hook", "function": "hello", "requests": 10, "failures": 0}
@@ -618,8 +619,8 @@ class TestSummary:
 
     def test_lines_per_table(self, tmp_path: Path) -> None:
         """Retrieval, deploy, traffic and memory each get their line with the worked numbers."""
-        scale = report.scale_table(SCALE_SAMPLES, RUNS)
-        traffic = report.traffic_table(scale, 200_000_000, 300_000_000)
+        scale = tables.scale_table(SCALE_SAMPLES, RUNS)
+        traffic = tables.traffic_table(scale, 200_000_000, 300_000_000)
         doc = make_doc(tmp_path, traffic=traffic, memory={"peak_total_rss_mb": 42.3})
         lines = summary(doc).splitlines()
         assert (
@@ -638,9 +639,9 @@ class TestSummary:
 class TestTimeSavedModel:
     def test_paper_model(self) -> None:
         """T_fetch 4, T_load 1: N=1 saves nothing, N=4 saves 1 - (4 + 3) / 16."""
-        assert report.time_saved(4.0, 1.0, 1) == 0.0
-        assert report.time_saved(4.0, 1.0, 4) == pytest.approx(1 - 7 / 16)
-        assert report.time_saved(None, 1.0, 4) is None and report.time_saved(0.0, 1.0, 4) is None
+        assert tables.time_saved(4.0, 1.0, 1) == 0.0
+        assert tables.time_saved(4.0, 1.0, 4) == pytest.approx(1 - 7 / 16)
+        assert tables.time_saved(None, 1.0, 4) is None and tables.time_saved(0.0, 1.0, 4) is None
 
 
 class TestLastHopTargets:
@@ -656,9 +657,9 @@ class TestLastHopTargets:
                 ("heavy", "cached", 0.1, 1),  # a smaller N is not the target's
             )
         ]
-        fast = {t.what.split(",")[0]: t for t in report.last_hop_targets(rows, "1gbit")}
+        fast = {t.what.split(",")[0]: t for t in tables.last_hop_targets(rows, "1gbit")}
         assert (fast["hello"].met, fast["heavy"].met) == (True, False)
         assert fast["heavy"].measured == "50.0% below (2.50 s vs 5.00 s)"
-        slow = report.last_hop_targets(rows, "100mbit")
+        slow = tables.last_hop_targets(rows, "100mbit")
         assert [t.met for t in slow] == [False, False] and "90%" in slow[0].what
-        assert report.last_hop_targets([], "1gbit") == []
+        assert tables.last_hop_targets([], "1gbit") == []

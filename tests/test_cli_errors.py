@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import requests
 
-from faas_accel.admin_client import transport_reason
+from faas_accel.cacheapi import transport_reason
+from faas_accel.testbed.cache import FAAS_ACCEL, TOKEN, Cache
+from faas_accel.testbed.procs import free_port
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.tcpproxy import TcpProxy
 from tests.conftest import LAB, Seeded
-from tests.support.cache import FAAS_ACCEL, TOKEN, Cache
-from tests.support.procs import free_port
-from tests.support.registry import Registry
-from tests.support.tcpproxy import TcpProxy
 
 
 def faas_accel(*args: str) -> subprocess.CompletedProcess[str]:
@@ -139,7 +139,7 @@ class TestProgress:
         assert res.returncode == 0, res.stderr
         blobs = len(seeded.multilayer.blob_digests)
         progress = [line for line in res.stderr.splitlines() if f"/{blobs} blobs, " in line]
-        assert progress and all("%" in line for line in progress), res.stderr
+        assert progress and all("%" in line for line in progress), (res.stderr, res.stdout)
         assert "done" in res.stdout
 
     def test_prefetch_of_an_unknown_image_fails_in_one_line(
@@ -150,4 +150,4 @@ class TestProgress:
         message = one_line_error(
             faas_accel("cache", "prefetch", f"{LAB}/lab/nope:1", "--url", cache.url, "--token", TOKEN)
         )
-        assert message.startswith("404 MANIFEST_UNKNOWN") or message.startswith("404 NAME_UNKNOWN"), message
+        assert message.startswith(("HTTP 404 MANIFEST_UNKNOWN", "HTTP 404 NAME_UNKNOWN")), message

@@ -11,10 +11,12 @@ from pathlib import Path
 import pytest
 
 from nic_cache import diskio, scrub
+from nic_cache.blobs import new_temp
 from nic_cache.errors import NoRoom, StoreError
 from nic_cache.fill import Fills
+from nic_cache.index import PRUNE_EVERY
 from nic_cache.sqlitedb import Database
-from nic_cache.store import PRUNE_EVERY, Store, new_temp
+from nic_cache.store import Store
 from tests.support.clock import FakeClock
 
 
@@ -86,7 +88,7 @@ class TestHitsNeverFailOnBookkeeping:
     ) -> None:
         """A verified file whose row could not be written is served (and adopted later)."""
         digest = put(store, b"orphan")
-        store._conn().execute("DELETE FROM blobs")
+        store.index.conn().execute("DELETE FROM blobs")
         fail_writes(monkeypatch)
         data, info = store.read_bytes(digest)
         assert data == b"orphan" and info.size == 6
@@ -101,7 +103,7 @@ class TestPullLog:
         assert len(store.pulls()) <= 500 + PRUNE_EVERY
         store.prune()
         assert len(store.pulls()) == 500
-        assert store.pulls()[-1]["ts"] == clock.now
+        assert store.pulls()[-1].ts == clock.now
 
     def test_old_rows_and_unused_tags_go(self, tmp_path: Path, clock: FakeClock) -> None:
         """Rows older than max_age go, and so does a tag whose manifest is no longer stored."""
@@ -113,7 +115,7 @@ class TestPullLog:
         clock.now += 200
         store.log_pull("r/new:1", None, "vm")
         store.prune()
-        assert [r["image"] for r in store.pulls()] == ["r/new:1"]
+        assert [r.image for r in store.pulls()] == ["r/new:1"]
         assert [t.repository for t in store.tags()] == ["r/kept"]
 
 
@@ -142,7 +144,7 @@ class TestCheck:
         os.unlink(store.blob_path(gone))
         orphan = put(store, b"orphan")
         bad = put(store, b"bad")
-        store._conn().execute("DELETE FROM blobs WHERE digest IN (?, ?)", (orphan, bad))
+        store.index.conn().execute("DELETE FROM blobs WHERE digest IN (?, ?)", (orphan, bad))
         Path(store.blob_path(bad)).write_bytes(b"bAd")
         report = scrub.check(store)
         assert (report.dropped, report.adopted, report.quarantined) == (1, 1, [bad])

@@ -14,15 +14,15 @@ from typing import Any
 
 import pytest
 
+from faas_accel.testbed.cache import Cache
+from faas_accel.testbed.oci import skopeo_copy
+from faas_accel.testbed.procs import wait_for
 from nic_cache.config import load_config
 from nic_cache.policy import make_policy
 from nic_cache.policy_state import MAX_BYTES, SAVE_EVERY, forget_live
 from nic_cache.store import Store
 from tests.conftest import LAB, Seeded
-from tests.support.cache import Cache
 from tests.support.clock import FakeClock
-from tests.support.oci import skopeo_copy
-from tests.support.procs import wait_for
 
 
 def put(store: Store, clock: FakeClock, data: bytes) -> str:

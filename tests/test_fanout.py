@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from faas_accel.prepull import ContainerdPuller, Prepuller
-from faas_accel.prepull_fanout import Fanout
+from faas_accel.prepull.fanout import Fanout
+from faas_accel.prepull.prepuller import ContainerdPuller, Prepuller
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import TOKEN, Cache
+from faas_accel.testbed.runtimes import Containerd
 from nic_cache.policy.admission import Held, plan_admission
 from tests.conftest import LAB, Seeded
-from tests.support import oci
-from tests.support.cache import TOKEN, Cache
-from tests.support.runtimes import Containerd
 
 
 class TestAdmission:

@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import FAAS_ACCEL, Cache
+from faas_accel.testbed.procs import pid_alive, run, stop_pid, wait_for
+from faas_accel.testbed.tcpproxy import TcpProxy
 from tests.conftest import LAB, Seeded
-from tests.support import oci
-from tests.support.cache import FAAS_ACCEL, Cache
-from tests.support.procs import pid_alive, run, stop_pid, wait_for
-from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 MB = 1_000_000

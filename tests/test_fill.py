@@ -17,11 +17,11 @@ from typing import cast
 
 import pytest
 
+from faas_accel.testbed.procs import wait_for
 from nic_cache.errors import BlobUnknown, FillAborted, NoRoom, UpstreamUnavailable
 from nic_cache.fill import CHUNK, Fill, Fills
 from nic_cache.store import Store
 from nic_cache.upstream import BlobStream
-from tests.support.procs import wait_for
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 PIECE = 64 * 1024  # what the fake upstream yields at a time

@@ -13,9 +13,9 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from faas_accel.testbed.cache import Cache
+from faas_accel.testbed.oci import skopeo_copy
 from tests.conftest import LAB, Seeded, require
-from tests.support.cache import Cache
-from tests.support.oci import skopeo_copy
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "nic-cache.json"
 # PromQL words that are not metric names: functions, aggregations, modifiers

@@ -20,12 +20,12 @@ import yaml
 
 from faas_accel.hook.app import HookConfig, create_app
 from faas_accel.hook.rewrite import ORIGINAL_ANNOTATION, RewritePolicy, plan_deploy, restore_images
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import Cache
+from faas_accel.testbed.procs import free_port
+from faas_accel.testbed.runtimes import Containerd
 from tests.conftest import Seeded
-from tests.support import oci
-from tests.support.cache import Cache
 from tests.support.faascli import FaasCliError, deploy_stack, stack_deployments
-from tests.support.procs import free_port
-from tests.support.runtimes import Containerd
 from tests.test_provider import (  # noqa: F401 - provider_factory is a fixture used by name
     PASSWORD,
     USER,

@@ -52,10 +52,10 @@ from faas_accel.images.layer import (
     write_layer,
 )
 from faas_accel.images.wheels import requirement_lines
+from faas_accel.testbed.procs import Proc, free_port, run, stop, wait_for
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.runtimes import Containerd
 from tests.conftest import require
-from tests.support.procs import Proc, free_port, run, stop, wait_for
-from tests.support.registry import Registry
-from tests.support.runtimes import Containerd
 
 REPO = Path(__file__).resolve().parents[1]
 # Kept between runs (build/ is git-ignored): a warm build takes well under a second.

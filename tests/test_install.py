@@ -194,8 +194,8 @@ class TestInstallNic:
 
     def test_config_it_writes_loads(self, tmp_path: Path) -> None:
         """The nic-cache.yml and prewarm.yml it writes are accepted by the cache and scheduler."""
+        from faas_accel.prewarm.loader import load_prewarm_file
         from nic_cache.config import load_config_file
-        from nic_cache.prewarm.loader import load_prewarm_file
 
         run("nic", "--root", str(tmp_path), "--bin", BIN, "--upstream", "registry.lab=http://198.18.0.1:5000")
         env = {"NIC_CACHE_ADMIN_TOKEN": "x"}

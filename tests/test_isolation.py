@@ -20,11 +20,11 @@ from pathlib import Path
 import pytest
 import requests
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import Cache
+from faas_accel.testbed.oci import assert_dir_matches, skopeo_copy
+from faas_accel.testbed.registry import Registry, htpasswd_auth
 from tests.conftest import LAB, Seeded
-from tests.support import oci
-from tests.support.cache import Cache
-from tests.support.oci import assert_dir_matches, skopeo_copy
-from tests.support.registry import Registry, htpasswd_auth
 from tests.support.tokenauth import Acl, TokenServer
 
 pytestmark = pytest.mark.integration

@@ -3,22 +3,25 @@ provider and hook per VM, and the project's own hello image (built from Debian p
 
 from __future__ import annotations
 
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from faas_accel.cacheapi import CacheAPI
 from faas_accel.gateway import Gateway
 from faas_accel.lab import lab, net, seed
 from faas_accel.lab.daemons import load
 from faas_accel.lab.spec import PREFIX, LabSpec
+from faas_accel.testbed.procs import wait_for
 from tests.conftest import require
-from tests.support.procs import wait_for
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[1]
 HELLO = "registry.lab/faas/hello:0.1.0"
+ROUND = re.compile(r"round: (\d+) pulled, (\d+) present, (\d+) failed")
 
 
 @pytest.fixture(scope="class")
@@ -53,14 +56,6 @@ class TestLab:
         assert all(p["alive"] for vm in doc["vms"] for p in vm["processes"].values())
         assert all("prepull" in vm["processes"] for vm in doc["vms"])
 
-    def test_prepull_daemons_ask_the_nic(self, running_lab: LabSpec) -> None:
-        """Each VM's `prepull run` completes rounds against the NIC (its first one at start)."""
-        logs = [Path(vm["processes"]["prepull"]["log"]) for vm in lab.status(running_lab)["vms"]]
-        wait_for(
-            lambda: all("round: " in log.read_text() for log in logs), timeout=30, what="a prepull round"
-        )
-        assert not any("round failed" in log.read_text() for log in logs)
-
     def test_second_vm_crosses_the_wan_zero_bytes(self, running_lab: LabSpec) -> None:
         """The function deploys and answers on both VMs; only the first VM's pull crosses the WAN."""
         crossed = []
@@ -77,6 +72,23 @@ class TestLab:
                 gw.close()
         assert crossed[0] > 5_000_000  # the image came over the WAN once...
         assert crossed[1] < 4096  # ...and not again: a few control packets at most
+
+    def test_prepull_daemons_ask_the_nic(self, running_lab: LabSpec) -> None:
+        """Each VM's `prepull run` asks the NIC every round and holds what the NIC holds whole:
+        once the NIC has hello (the deploys above filled it), a round on every VM reports it
+        pulled or already present, and no pull failed."""
+        doc = lab.status(running_lab)
+        with CacheAPI(doc["nic"]["cache_url"], running_lab.admin_token) as nic:
+            assert nic.prefetch(HELLO, wait=300).state == "done"  # a hit after the deploys
+            assert HELLO in [i.image for i in nic.images() if i.blobs_known == i.blobs_stored > 0]
+        logs = [Path(vm["processes"]["prepull"]["log"]) for vm in doc["vms"]]
+
+        def holds_hello(log: Path) -> bool:
+            rounds = ROUND.findall(log.read_text())  # (pulled, present, failed) of every round so far
+            return any(int(p) + int(q) >= 1 and failed == "0" for p, q, failed in rounds)
+
+        wait_for(lambda: all(holds_hello(log) for log in logs), timeout=120, what="a round holding hello")
+        assert not any("round failed" in log.read_text() for log in logs)
 
 
 class TestDown:

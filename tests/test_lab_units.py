@@ -12,9 +12,10 @@ import pytest
 from click.testing import CliRunner
 
 from faas_accel.cli import main
-from faas_accel.lab.lab import LabError, check_host
-from faas_accel.lab.spec import LabSpec, tbf_args
-from tests.support.procs import Proc, free_port
+from faas_accel.lab.host import LabError, check_host
+from faas_accel.lab.netns import tbf_args
+from faas_accel.lab.spec import LabSpec
+from faas_accel.testbed.procs import Proc, free_port
 
 
 class TestSpec:

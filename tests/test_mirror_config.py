@@ -11,7 +11,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from faas_accel.mirror_config import (
+from faas_accel.mirror_config.cli import backup_path, mirror_config, write_atomic
+from faas_accel.mirror_config.plan import (
     DOCKER_HUB_SERVER,
     FileChange,
     InvalidArgument,
@@ -28,7 +29,6 @@ from faas_accel.mirror_config import (
     parse_registry,
     toml_string,
 )
-from faas_accel.mirror_config_cli import backup_path, mirror_config, write_atomic
 
 MIRROR = "http://198.18.1.1:5000"
 TLS_MIRROR = "https://nic.lab:5443"
@@ -201,6 +201,16 @@ class TestContainerdHosts:
         """skip_verify means nothing on a plain-http mirror, so asking for it is an error."""
         with pytest.raises(InvalidArgument, match="https mirror"):
             hosts_toml(MIRROR, "docker.io", skip_verify=True)
+
+    def test_registry_as_its_own_mirror(self) -> None:
+        """A mirror that is the registry's server gives the file the lab's VMs use for plain-http
+        registries: that server and one host entry, nothing else."""
+        text = hosts_toml("http://198.18.0.1:5000", "registry.lab=http://198.18.0.1:5000", dial_timeout=0)
+        assert text.startswith("# Written by faas-accel: pull registry.lab from http://198.18.0.1:5000.\n")
+        assert tomllib.loads(text) == {
+            "server": "http://198.18.0.1:5000",
+            "host": {"http://198.18.0.1:5000": {"capabilities": ["pull", "resolve"]}},
+        }
 
     def test_same_input_same_text(self) -> None:
         """Planning twice gives identical text, so a second run changes nothing."""

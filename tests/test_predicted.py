@@ -12,16 +12,16 @@ from pathlib import Path
 
 import pytest
 
+from faas_accel.prewarm.errors import PrewarmConfigError
+from faas_accel.prewarm.spec import PredictedSource, parse_prewarm
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import Cache
 from nic_cache.config import EvictionConfig
 from nic_cache.errors import NameInvalid, Unsupported
 from nic_cache.policy import Entry, Predictive, Prefetch, make_policy
 from nic_cache.policy.relearn import Use, relearn
 from nic_cache.predicted import PlanRequest, parse_request, planning_policy, render
-from nic_cache.prewarm.errors import PrewarmConfigError
-from nic_cache.prewarm.spec import PredictedSource, parse_prewarm
 from tests.conftest import Seeded
-from tests.support import oci
-from tests.support.cache import Cache
 from tests.test_prewarm import LAB, admin, cli, prewarm_yml, pull
 
 A = ("m-a", "cfg-a", "base", "own-a")  # image a: manifest, config, a shared base, its own layer

@@ -6,27 +6,26 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
 
+from faas_accel.cacheapi import CachedImage, PopularImage
 from faas_accel.cli import main
-from faas_accel.prepull import (
-    Candidate,
+from faas_accel.prepull.prepuller import (
     Prepuller,
     PrepullError,
     PrepullResult,
     candidates,
-    choose,
     ctr_digests,
     docker_digests,
-    missing,
     serve,
 )
+from nic_cache.policy.hold import Candidate, choose, missing
+from tests.support.jsonserver import serving
 
 MB = 1_000_000
 D1 = "sha256:" + "1" * 64
@@ -105,6 +104,14 @@ class TestMissing:
         assert missing(pool, only) == expected
 
 
+def listed(doc: dict[str, Any]) -> list[CachedImage]:
+    return [CachedImage.from_doc(i) for i in doc["images"]]
+
+
+def ranked(doc: dict[str, Any]) -> list[PopularImage]:
+    return [PopularImage.from_doc(i) for i in doc.get("images", [])]
+
+
 class TestCandidates:
     def test_joins_images_and_popularity(self) -> None:
         doc = {
@@ -115,7 +122,8 @@ class TestCandidates:
             ]
         }
         popular = {"images": [{"image": "r/old:1", "score": 2.5}]}
-        assert candidates(doc, popular) == [  # newest first: equal scores prefer what the NIC fetched last
+        # newest first: equal scores prefer what the NIC fetched last
+        assert candidates(listed(doc), ranked(popular)) == [
             Candidate("r/none:1", D2, 0, False, 0.0),
             Candidate("r/new:1", D2, 10, False, 0.0),
             Candidate("r/old:1", D1, 15, True, 2.5),
@@ -124,7 +132,7 @@ class TestCandidates:
     def test_an_image_without_a_digest_is_not_complete(self) -> None:
         """Without a digest there is nothing to pull by digest, so the image is never chosen."""
         doc = {"images": [{**entry("r/a:1"), "digest": None}]}
-        assert candidates(doc, {}) == [Candidate("r/a:1", "", 15, False, 0.0)]
+        assert candidates(listed(doc), []) == [Candidate("r/a:1", "", 15, False, 0.0)]
 
     @pytest.mark.parametrize(
         "doc",
@@ -135,9 +143,12 @@ class TestCandidates:
         ],
         ids=["no-image", "not-an-object", "not-a-number"],
     )
-    def test_a_malformed_document_is_a_prepull_error(self, doc: dict[str, Any]) -> None:
+    def test_a_malformed_document_is_a_prepull_error(
+        self, nic: FakeNic, make: Any, doc: dict[str, Any]
+    ) -> None:
+        nic.docs["/api/v1/images"] = doc
         with pytest.raises(PrepullError, match="admin API"):
-            candidates(doc, {})
+            make(FakeRuntime()).once()
 
 
 class TestRuntimeListings:
@@ -179,31 +190,14 @@ def nic() -> Iterator[FakeNic]:
     """A NIC admin API on 127.0.0.1 serving `docs`; empty lists unless told otherwise."""
     state = FakeNic()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            path = self.path.partition("?")[0]
-            state.seen.append((path, self.headers.get("Authorization")))
-            doc = state.docs.get(path, {"images": []})
-            body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-            self.send_response(state.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def answer(method: str, path: str, headers: Mapping[str, str], body: bytes) -> tuple[int, bytes]:
+        path = path.partition("?")[0]
+        state.seen.append((path, headers.get("Authorization")))
+        doc = state.docs.get(path, {"images": []})
+        return state.status, doc if isinstance(doc, bytes) else json.dumps(doc).encode()
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with serving(answer) as state.url:
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
 
 
 class FakeRuntime:

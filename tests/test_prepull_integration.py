@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 import requests
 
-from faas_accel.prepull import ContainerdPuller, DockerPuller, Prepuller
+from faas_accel.prepull.prepuller import ContainerdPuller, DockerPuller, Prepuller
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import FAAS_ACCEL, TOKEN, Cache
+from faas_accel.testbed.procs import run
+from faas_accel.testbed.registry import Registry, Request
+from faas_accel.testbed.runtimes import Containerd, Dockerd
 from tests.conftest import Seeded
-from tests.support import oci
-from tests.support.cache import FAAS_ACCEL, TOKEN, Cache
-from tests.support.procs import run
-from tests.support.registry import Registry, Request
-from tests.support.runtimes import Containerd, Dockerd
 
 pytestmark = pytest.mark.integration
 LAB = "registry.lab"

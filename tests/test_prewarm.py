@@ -22,25 +22,26 @@ from typing import Any
 import pytest
 import requests
 
+from faas_accel.prewarm.cron import Cron, crontab_weekdays, parse_cron
+from faas_accel.prewarm.errors import PrewarmConfigError
+from faas_accel.prewarm.loader import load_prewarm_file
+from faas_accel.prewarm.plan import ImageResult, plan_totals, run_state
+from faas_accel.prewarm.scheduler import Scheduler
+from faas_accel.prewarm.spec import ImagesSource, Limits, PopularSource, StackSource, parse_prewarm
+from faas_accel.prewarm.stack import stack_images, substitute
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import TOKEN, Cache
+from faas_accel.testbed.procs import Proc, stop, wait_for
+from faas_accel.testbed.tcpproxy import TcpProxy
 from nic_cache.errors import NameUnknown
-from nic_cache.prewarm.cron import Cron, crontab_weekdays, parse_cron
-from nic_cache.prewarm.errors import NotLeader, PrewarmConfigError, SchedulerUnavailable
-from nic_cache.prewarm.loader import load_prewarm_file
-from nic_cache.prewarm.plan import ImageResult, plan_totals, run_state
-from nic_cache.prewarm.scheduler import Scheduler
-from nic_cache.prewarm.spec import ImagesSource, Limits, PopularSource, StackSource, parse_prewarm
-from nic_cache.prewarm.stack import stack_images, substitute
+from nic_cache.prewarm.errors import NotLeader, SchedulerUnavailable
 from nic_cache.prewarm.state import PrewarmState
 from nic_cache.store import Store
 from tests.conftest import Seeded
-from tests.support import oci
-from tests.support.cache import TOKEN, Cache
 from tests.support.clock import FakeClock
-from tests.support.procs import Proc, stop, wait_for
-from tests.support.tcpproxy import TcpProxy
 
 LAB = "registry.lab"
-PREWARM = [sys.executable, "-m", "faas_accel.prewarm_cli"]
+PREWARM = [sys.executable, "-m", "faas_accel.prewarm.cli"]
 
 EXAMPLE = """\
 cache: {url: "http://198.18.1.1:5000", token: "${TOKEN:-secret}"}
@@ -84,6 +85,12 @@ class TestSpec:
         assert functions.source == StackSource(path="./stack.yml", resolved="/etc/faas/stack.yml")
         assert functions.platforms == ("linux/amd64",)
         assert base.at("pin") == "prewarm.yml:10" and top.at("cron") == "prewarm.yml:4"
+
+    def test_variables_follow_the_cache_configs_rules(self) -> None:
+        """${VAR:-default} takes the default when VAR is unset or empty, as nic-cache.yml does."""
+        text = "cache: {url: 'http://${HOST:-c}:5000', token: '${TOKEN:-secret}'}\n"
+        spec = parse_prewarm(text, {"TOKEN": ""})
+        assert (spec.cache.url, spec.cache.token) == ("http://c:5000", "secret")
 
     def test_images_are_normalized_and_deduplicated(self) -> None:
         """Short Docker Hub names get their registry and library/; duplicates collapse."""
@@ -578,6 +585,20 @@ def pull(cache: Cache, name: str, upstream: str = LAB) -> None:
         assert blob.status_code == 200 and oci.sha256_digest(blob.content) == d
 
 
+def settled(value: Callable[[], int], *, quiet: float, timeout: float) -> int:
+    """`value()` once it has not changed for `quiet` seconds; TimeoutError after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last, since = value(), time.monotonic()
+    while time.monotonic() - since < quiet:
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"still changing after {timeout:.1f}s (last {last})")
+        time.sleep(0.05)
+        now = value()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
 def part_bytes(cache: Cache, digest: str) -> int:
     """Bytes in the fill's temp file of `digest` (0 when there is none)."""
     parts = list((cache.data_dir / "tmp").glob(f"{digest[7:]}.*.part"))
@@ -816,8 +837,13 @@ class TestLiveFirst:
         assert started.status_code == 202, started.text
         wait_for(lambda: part_bytes(cache, layer.digest) >= 1 << 20, 30, "the background fill to start")
         t0, s0 = time.monotonic(), part_bytes(cache, layer.digest)
-        time.sleep(2.0)
-        rate = (part_bytes(cache, layer.digest) - s0) / (time.monotonic() - t0)
+        def progress() -> int:  # bytes filled so far (all of them once it is stored)
+            return layer.size if layer.digest in cache.stored_blobs() else part_bytes(cache, layer.digest)
+
+        # the time the fill takes for 2 more MB (or to finish, were it not held back)
+        wait_for(lambda: progress() >= min(s0 + 2_000_000, layer.size), 30, "2 MB more of the fill")
+        done = progress()
+        rate = (done - s0) / (time.monotonic() - t0)
         assert rate < 1_600_000, f"background fill ran at {rate:.0f} B/s, above its 1 MB/s budget"
         t1 = time.monotonic()
         resp = requests.get(f"{cache.url}/v2/{LAB}/lab/slowfill/blobs/{layer.digest}", timeout=60)
@@ -846,10 +872,11 @@ class TestLiveFirst:
                 f"{cache.url}/v2/slow.lab/lab/live/blobs/{live.digest}", timeout=60)))  # fmt: skip
             reader.start()
             wait_for(lambda: part_bytes(cache, live.digest) > 0, 10, "the live miss to stream")
-            time.sleep(0.3)
-            paused_at = part_bytes(cache, background.digest)
-            time.sleep(1.0)
-            assert part_bytes(cache, live.digest) > 0, "the live miss ended too soon to tell"
+            # the chunk it was reading lands, then it reads no more (until pacing.KEEPALIVE)
+            paused_at = settled(lambda: part_bytes(cache, background.digest), quiet=0.3, timeout=5)
+            live_at = part_bytes(cache, live.digest)
+            wait_for(lambda: part_bytes(cache, live.digest) >= live_at + 1_000_000, 10,
+                     "another MB of the live miss")  # fmt: skip
             assert part_bytes(cache, background.digest) == paused_at
             reader.join(60)
             assert got and got[0].status_code == 200 and oci.sha256_digest(got[0].content) == live.digest
@@ -867,7 +894,7 @@ class TestLiveFirst:
             while not done.is_set():
                 # a fill's pointer, not its part file: manifests have part files too (fsynced)
                 seen.append(len(list((cache.data_dir / "tmp").glob("*.fill"))))
-                time.sleep(0.005)
+                done.wait(0.005)
 
         sampler = threading.Thread(target=sample)
         sampler.start()
@@ -976,6 +1003,9 @@ class TestScheduler:
         def names() -> list[str]:
             return [s["name"] for s in admin(cache, "GET", "prewarm").json()["schedules"]]
 
+        def seen() -> float:
+            return float(admin(cache, "GET", "prewarm").json()["scheduler"]["last_seen"])
+
         wait_for(lambda: names() == ["a"], 20, "schedule a")
         prewarm_yml(
             p, cache, "schedules:\n  - {name: b, interval: 1h, source: {images: [x]}}\n  - {name: c}\n"
@@ -983,7 +1013,10 @@ class TestScheduler:
         os.kill(proc.pid, signal.SIGHUP)
         wait_for(lambda: "reload refused" in log.read_text(), 20, "the reload to be refused")
         assert f"{p}:4: schedules[1]: schedule 'c' needs exactly one of cron or interval" in log.read_text()
-        time.sleep(1.5)  # a heartbeat or two later, the cache still shows the old schedules
+        first = seen()  # two heartbeats later, the cache still shows the old schedules
+        wait_for(lambda: seen() > first, 20, "a heartbeat")
+        second = seen()
+        wait_for(lambda: seen() > second, 20, "another heartbeat")
         assert names() == ["a"] and proc.running()
         prewarm_yml(p, cache, "schedules:\n  - {name: b, interval: 1h, source: {images: [x]}}\n")
         os.kill(proc.pid, signal.SIGHUP)

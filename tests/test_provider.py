@@ -50,10 +50,10 @@ from faas_accel.provider.model import (
 )
 from faas_accel.provider.phases import OTHER, PHASES, parse_server_timing
 from faas_accel.provider.store import FunctionRecord, FunctionStore
+from faas_accel.testbed import oci
+from faas_accel.testbed.procs import Proc, free_port, wait_for, wait_http
+from faas_accel.testbed.runtimes import Containerd, Dockerd
 from tests.conftest import Seeded
-from tests.support import oci
-from tests.support.procs import Proc, free_port, wait_for, wait_http
-from tests.support.runtimes import Containerd, Dockerd
 
 USER, PASSWORD = "admin", "s3cret-pw"
 FAAS_CLI_UA = "faas-cli/0.16.38"

@@ -12,11 +12,11 @@ from typing import Any
 import pytest
 import requests
 
+from faas_accel.testbed.cache import FAAS_ACCEL, TOKEN, Cache
+from faas_accel.testbed.oci import skopeo_copy
+from faas_accel.testbed.procs import Proc, stop, wait_for
 from tests.conftest import LAB, Seeded, require
 from tests.support.browser import Page, dump_dom, screenshot
-from tests.support.cache import FAAS_ACCEL, TOKEN, Cache
-from tests.support.oci import skopeo_copy
-from tests.support.procs import Proc, stop, wait_for
 
 UPLOT = Path(__file__).resolve().parents[1] / "nic_cache/api/static/uplot/uPlot.iife.min.js"
 

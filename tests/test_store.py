@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from nic_cache.blobs import BlobStore, new_temp
 from nic_cache.errors import BlobUnknown, DigestMismatch, StoreError
-from nic_cache.store import Store, new_temp
+from nic_cache.store import Store
 from tests.support.clock import FakeClock
 
 
@@ -30,6 +31,39 @@ def stored_files(store: Store) -> list[str]:
         for root, _, names in os.walk(store.blob_dir)
         for name in names
     )
+
+
+@pytest.fixture(params=["files", "store"])
+def blob_store(request: pytest.FixtureRequest, store: Store) -> BlobStore:
+    """Each implementation of the BlobStore contract: the files alone and the whole store."""
+    impl: BlobStore = store.files if request.param == "files" else store
+    return impl
+
+
+class TestBlobStoreContract:
+    def test_missing_blob(self, blob_store: BlobStore) -> None:
+        """A blob not stored has no info, and opening it raises BlobUnknown."""
+        assert blob_store.stat(sha(b"nothing")) is None
+        with pytest.raises(BlobUnknown):
+            blob_store.open(sha(b"nothing"))
+
+    def test_commit_then_read(self, blob_store: BlobStore, store: Store) -> None:
+        """A verified commit is stat-able and opens to its bytes."""
+        data = b"contract bytes"
+        tmp = write_temp(store, data)
+        info = blob_store.commit_verified(tmp, sha(data), len(data), None, sha(data)[7:], len(data))
+        assert blob_store.stat(sha(data)) == info and info.size == len(data)
+        fd, opened = blob_store.open(sha(data))
+        with os.fdopen(fd, "rb") as fh:
+            assert fh.read() == data
+        assert opened == info
+
+    def test_mismatch_removes_the_temp_file(self, blob_store: BlobStore, store: Store) -> None:
+        """Content that does not hash to the digest is refused and never published."""
+        tmp = write_temp(store, b"wrong")
+        with pytest.raises(DigestMismatch):
+            blob_store.commit_verified(tmp, sha(b"right"), 5, None, sha(b"wrong")[7:], 5)
+        assert not os.path.exists(tmp) and blob_store.stat(sha(b"right")) is None
 
 
 class TestCommitVerified:
@@ -356,7 +390,7 @@ class TestPullLog:
         for t, image in [(10.0, "a"), (20.0, "b"), (30.0, "c")]:
             clock.now = t
             store.log_pull(image, None, "10.0.0.1", kind="deploy" if image == "c" else "pull")
-        assert [(r["image"], r["kind"]) for r in store.pulls(20.0)] == [("b", "pull"), ("c", "deploy")]
+        assert [(r.image, r.kind) for r in store.pulls(20.0)] == [("b", "pull"), ("c", "deploy")]
 
 
 class TestRecover:

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.procs import run, wait_for
+from faas_accel.testbed.registry import Registry
+from faas_accel.testbed.runtimes import Containerd, Dockerd, NetNS
 from tests.conftest import HELLO_TEXT, Seeded
-from tests.support import oci
-from tests.support.procs import run, wait_for
-from tests.support.registry import Registry
-from tests.support.runtimes import Containerd, Dockerd, NetNS
 
 pytestmark = pytest.mark.integration
 

@@ -17,6 +17,9 @@ import pytest
 import requests
 import zstandard
 
+from faas_accel.testbed import oci
+from faas_accel.testbed.cache import Cache
+from faas_accel.testbed.runtimes import Containerd, Dockerd
 from nic_cache.config import TranscodeConfig
 from nic_cache.errors import TranscodeError
 from nic_cache.manifest import OCI_MANIFEST
@@ -26,9 +29,6 @@ from nic_cache.transcode import TAR_TYPE, ZSTD_TYPE, Recoded, recode
 from nic_cache.transcoder import Transcoder
 from nic_cache.variants import PullContext, client_reads, is_rewritten, offer_variant, rewrite_layers
 from tests.conftest import LAB, Seeded
-from tests.support import oci
-from tests.support.cache import Cache
-from tests.support.runtimes import Containerd, Dockerd
 
 CONTAINERD_UA = "containerd/1.6.20~ds1"
 DOCKER_UA = "docker/20.10.24+dfsg1 go/go1.19.8 git-commit/5d6db84 kernel/6.1.0 os/linux arch/amd64"

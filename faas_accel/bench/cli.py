@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -9,12 +10,14 @@ from typing import Any
 import click
 
 from faas_accel.lab.daemons import DaemonFailed
-from faas_accel.lab.lab import LabError
+from faas_accel.lab.host import LabError
 from faas_accel.lab.net import NetError
 
 from .measure import BenchError
-from .paper import REPO, Paper, PaperSettings, rerender, summary
+from .paper import Paper
 from .policy_cli import policy_cmd
+from .results import rerender, summary
+from .settings import REPO, PaperSettings
 
 
 def _ints(value: str) -> tuple[int, ...]:
@@ -26,6 +29,15 @@ def _ints(value: str) -> tuple[int, ...]:
 
 def _names(value: str) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip())
+
+
+def _need(*modules: str) -> None:
+    """Refuse at once, not after the lab is up, when the `bench` extra is not installed."""
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    if missing:
+        raise click.ClickException(
+            f"the bench needs {' and '.join(missing)}: pip install 'faas-accel[bench]'"
+        )
 
 
 @click.group("bench")
@@ -59,6 +71,7 @@ bench.add_command(policy_cmd)
 @click.option("--keep-lab", is_flag=True, help="leave the lab up afterwards")
 def paper_cmd(out: Path | None, quick: bool, **kw: Any) -> None:
     """Reproduce the AlphaBoot paper's evaluation on the lab; writes report.md, PNGs and CSVs."""
+    _need("locust", "matplotlib")
     out = out or REPO / "results" / datetime.now(UTC).strftime("%Y-%m-%d")
     given: dict[str, Any] = {
         "wan_rate": kw["wan_rate"],
@@ -90,6 +103,7 @@ def paper_cmd(out: Path | None, quick: bool, **kw: Any) -> None:
 @click.argument("out", type=click.Path(exists=True, file_okay=False, path_type=Path))
 def report_cmd(out: Path) -> None:
     """Rebuild report.md, the PNGs and the derived CSVs of an earlier `bench paper` run."""
+    _need("matplotlib")
     try:
         doc = rerender(out)
     except BenchError as exc:

@@ -1,15 +1,13 @@
-"""The bench's instruments: pulls in a VM, the tarball path, locust runs, the cache's RSS."""
+"""The bench's instruments: pulls in a VM, the tarball path, image sizes (locust runs are
+locustrun.py's, the cache's RSS rss.py's)."""
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,6 @@ import requests
 from faas_accel.lab import daemons
 from faas_accel.lab.seed import answers
 from faas_accel.lab.spec import NIC, NIC_IP, VM, LabSpec
-from faas_accel.procfs import stat_fields
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -301,109 +298,3 @@ def _manifest(http: requests.Session, url: str) -> dict[str, Any]:
         return doc
     except (requests.RequestException, ValueError) as exc:
         raise BenchError(f"GET {url}: {exc}") from exc
-
-
-def run_locust(locustfile: Path, args: list[str], *, log: Path, timeout: float = 1800) -> int:
-    """Run a locust file headless in a child process; returns its exit status (1 = some failures).
-    Past `timeout` locust gets SIGTERM (it then writes its CSV/HTML and exits), SIGKILL 30 s later."""
-    argv = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless", "--only-summary", *args]
-    with open(log, "ab") as out:
-        out.write(("$ " + " ".join(argv) + "\n").encode())
-        out.flush()
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            raise BenchError(
-                f"locust {locustfile.name} {' '.join(args[:4])} ran over {timeout:.0f} s"
-            ) from None
-        finally:
-            if proc.poll() is None:  # interrupted (Ctrl-C): don't leave it running
-                proc.kill()
-                proc.wait()
-
-
-def locust_stats(prefix: Path) -> list[dict[str, Any]]:
-    """Rows of locust's `<prefix>_stats.csv` (without the Aggregated line); BenchError if none."""
-    path = prefix.with_name(prefix.name + "_stats.csv")
-    if not path.exists():
-        raise BenchError(f"locust wrote no {path.name}: see locust.log beside it")
-    with open(path, newline="") as fh:
-        return [row for row in csv.DictReader(fh) if row.get("Name") != "Aggregated"]
-
-
-def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-class RssSampler(threading.Thread):
-    """Peak resident memory of a process and its descendants, sampled in the background."""
-
-    def __init__(self, root_pid: int, interval: float = 0.2) -> None:
-        super().__init__(daemon=True, name="rss-sampler")
-        self.root = root_pid
-        self.interval = interval
-        self.peak_total = 0
-        self.peak_hwm = 0
-        self.seen: set[int] = set()
-        self._stop_event = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.sample()
-            self._stop_event.wait(self.interval)
-
-    def sample(self) -> None:
-        total = 0
-        for pid in tree(self.root):
-            status = _status(pid)
-            total += status.get("VmRSS", 0)
-            self.peak_hwm = max(self.peak_hwm, status.get("VmHWM", 0))
-            if status:
-                self.seen.add(pid)
-        self.peak_total = max(self.peak_total, total)
-
-    def stop(self) -> dict[str, Any]:
-        self._stop_event.set()
-        self.join(5)
-        self.sample()
-        return {  # /proc reports KiB; the report's MB are 10^6 bytes like every other size
-            "peak_total_rss_mb": self.peak_total * 1024 / 1e6,
-            "peak_process_hwm_mb": self.peak_hwm * 1024 / 1e6,
-            "processes": len(self.seen),
-        }
-
-
-def tree(root: int) -> list[int]:
-    """`root` and every descendant (by /proc/<pid>/stat's parent field)."""
-    parents: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit() and (fields := stat_fields(int(entry))) is not None:
-            parents[int(entry)] = int(fields[1])
-    out, frontier = [root], [root]
-    while frontier:
-        kids = [pid for pid, ppid in parents.items() if ppid in frontier]
-        out += kids
-        frontier = kids
-    return out
-
-
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS/VmHWM of a process in KiB ({} if it is gone)."""
-    out = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out[key] = int(value.split()[0])
-    except OSError:
-        return {}
-    return out

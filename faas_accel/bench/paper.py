@@ -14,8 +14,6 @@ Sections, in order (each one's rows go to a CSV under the output directory):
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
 import platform
 import time
@@ -27,84 +25,19 @@ from typing import Any
 
 import requests
 
+from faas_accel.cacheapi import CacheAPI, CacheAPIError
 from faas_accel.gateway import Gateway, GatewayError
 from faas_accel.lab import lab, net, seed
 from faas_accel.lab.spec import NIC_IP, REGISTRY_HOST, LabSpec
 
-from . import report
-from .measure import (
-    BenchError,
-    DockerLoader,
-    RssSampler,
-    TarballServer,
-    VmCtr,
-    image_blobs,
-    locust_stats,
-    read_jsonl,
-    run_locust,
-    session,
-)
+from . import tables
+from .locustrun import locust_stats, read_jsonl, run_locust
+from .measure import BenchError, DockerLoader, TarballServer, VmCtr, image_blobs
+from .results import finish
+from .rss import RssSampler
+from .settings import REPO, PaperSettings
 
-REPO = Path(__file__).resolve().parents[2]
 LOAD = REPO / "load"
-REF_IMAGES = ("alpine", "ubuntu", "python", "nginx")
-
-
-@dataclass(frozen=True, kw_only=True)
-class PaperSettings:
-    """What one `bench paper` run measures and how much of it."""
-
-    out: Path
-    quick: bool = False
-    vm_counts: tuple[int, ...] = (1, 2, 4, 8)
-    pulls: int = 30  # retrieval samples per image per mode (Figure 4 asks for >= 30)
-    tarball_pulls: int = 5
-    ref_images: tuple[str, ...] = REF_IMAGES
-    functions: tuple[str, ...] = ()  # () = every function of the stack file
-    repeats: int = 3  # deploy section: runs per mode
-    invoke_seconds: int = 20
-    wan_rate: str = "1gbit"
-    wan_rtt: str = "20ms"
-    wan_setup: str = "20ms"
-    workdir: str = "/var/tmp/faas-accel-lab"
-    stack: Path = REPO / "stack.yml"
-    build_dir: Path = REPO / "build"
-    keep_lab: bool = False
-    sections: tuple[str, ...] = ("retrieval", "deploy", "scale", "invoke")
-
-    @classmethod
-    def for_quick(cls, out: Path, **kw: Any) -> PaperSettings:
-        """A smoke run on one VM: seconds per section, every file still written."""
-        base: dict[str, Any] = {
-            "quick": True,
-            "vm_counts": (1,),
-            "pulls": 2,
-            "tarball_pulls": 1,
-            "ref_images": ("alpine",),
-            "functions": ("hello",),
-            "repeats": 1,
-            "invoke_seconds": 3,
-        }
-        return cls(out=out, **{**base, **kw})
-
-    def validate(self) -> PaperSettings:
-        if not self.vm_counts or min(self.vm_counts) < 1 or len(set(self.vm_counts)) != len(self.vm_counts):
-            raise ValueError("--vms takes distinct positive VM counts like 1,2,4,8")
-        if self.tarball_pulls > self.pulls:
-            raise ValueError(f"--tarball-pulls ({self.tarball_pulls}) cannot exceed --pulls ({self.pulls})")
-        if self.pulls < 1 or self.tarball_pulls < 0 or self.repeats < 1 or self.invoke_seconds < 1:
-            raise ValueError(
-                "--pulls, --repeats and --invoke-seconds must be at least 1, --tarball-pulls 0 or more"
-            )
-        unknown = set(self.ref_images) - set(REF_IMAGES)
-        if unknown:
-            raise ValueError(
-                f"unknown reference image(s): {', '.join(sorted(unknown))} (have {', '.join(REF_IMAGES)})"
-            )
-        bad = set(self.sections) - {"retrieval", "deploy", "scale", "invoke"}
-        if bad:
-            raise ValueError(f"unknown section(s): {', '.join(sorted(bad))}")
-        return self
 
 
 @dataclass
@@ -202,28 +135,15 @@ class Paper:
     def _ref_images(self) -> list[str]:
         return [f"{REGISTRY_HOST}/ref/{name}:paper" for name in self.s.ref_images]
 
-    def _admin(self, method: str, path: str, **kw: Any) -> requests.Response:
-        try:
-            with session() as http:
-                resp = http.request(
-                    method,
-                    f"{self.cache_url}/api/v1/{path}",
-                    headers={"Authorization": f"Bearer {self.token}"},
-                    timeout=900,
-                    **kw,
-                )
-        except requests.RequestException as exc:
-            raise BenchError(f"{method} /api/v1/{path}: {exc}") from exc
-        if resp.status_code >= 400 and not (method == "DELETE" and resp.status_code == 404):
-            raise BenchError(f"{method} /api/v1/{path}: {resp.status_code} {resp.text[:200]}")
-        return resp
-
     def _prefetch(self, image: str) -> None:
         """Fill the NIC with `image`, waiting until it is complete (BenchError otherwise)."""
-        resp = self._admin("POST", "prefetch", json={"image": image, "wait": 900})
-        state = resp.json().get("state")
-        if resp.status_code != 200 or state != "done":
-            raise BenchError(f"prefetch of {image} did not complete: HTTP {resp.status_code}, state {state}")
+        try:
+            with CacheAPI(self.cache_url, self.token, timeout=900) as api:
+                progress = api.prefetch(image, wait=900)
+        except CacheAPIError as exc:
+            raise BenchError(str(exc)) from exc
+        if progress.state != "done":
+            raise BenchError(f"prefetch of {image} did not complete: state {progress.state}")
 
     # -- Table 1, Figures 4 and 5 ---------------------------------------------------------
 
@@ -350,7 +270,7 @@ class Paper:
 
     def scale(self) -> None:
         for n in self.s.vm_counts:
-            for mode in report.COLDSTART_MODES:
+            for mode in tables.COLDSTART_MODES:
                 self._coldstart(mode, "scale", mode, n)
 
     # -- warm path --------------------------------------------------------------------------
@@ -446,152 +366,3 @@ class Paper:
             },
         }
         return finish(self.out, raw, meta)
-
-
-def finish(out: Path, raw: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    """Tables, targets, CSVs, plots, results.json and report.md from the raw rows of a run."""
-    from . import plots  # matplotlib: loaded only by the bench, not by every faas-accel command
-
-    retrieval = report.retrieval_table(raw["pulls"], raw["sizes"])
-    scale = report.scale_table(raw["samples"], [x for x in raw["runs"] if x["phase"] == "scale"])
-    traffic = report.traffic_table(scale, raw["one_copy"], raw["images_bytes"], raw["images"])
-    deploy = report.deploy_table(raw["samples"])
-    targets = report.targets(retrieval, deploy, scale, traffic)
-    targets += report.last_hop_targets(raw["samples"], str(meta.get("settings", {}).get("wan_rate", "1gbit")))
-    csvs = {
-        "retrieval_pulls.csv": raw["pulls"],
-        "table1_retrieval.csv": retrieval,
-        "coldstart_samples.csv": raw["samples"],
-        "locust_runs.csv": raw["runs"],
-        "fig6_scale.csv": scale,
-        "fig7_traffic.csv": traffic,
-        "deploy.csv": deploy,
-        "invoke.csv": raw["invoke"],
-        "memory.csv": [raw["memory"]] if raw["memory"] else [],
-    }
-    for name, rows in csvs.items():
-        write_csv(out / name, rows)
-    pngs = [
-        p
-        for p in (
-            plots.fig4_ecdf(raw["pulls"], out),
-            plots.fig5_retrieval(retrieval, out),
-            plots.fig6_coldstart(scale, out),
-            plots.fig7_traffic(traffic, out),
-            plots.deploy_plot(deploy, out),
-        )
-        if p
-    ]
-    doc = {
-        **meta,
-        "retrieval": retrieval,
-        "scale": scale,
-        "traffic": traffic,
-        "deploy": deploy,
-        "invoke": raw["invoke"],
-        "memory": raw["memory"],
-        "sizes": raw["sizes"],
-        "targets": [asdict(t) for t in targets],
-        "files": {"csv": sorted(csvs), "png": pngs},
-        "one_copy": raw["one_copy"],
-        "images": raw["images"],
-        "images_bytes": raw["images_bytes"],
-    }
-    (out / "results.json").write_text(json.dumps(doc, indent=2, default=str))
-    (out / "report.md").write_text(report.markdown(doc))
-    return doc
-
-
-def rerender(out: Path) -> dict[str, Any]:
-    """Rebuild tables, targets, plots and report.md of an earlier run from its CSVs and
-    results.json (after a change to the report code, say); nothing is measured again."""
-    try:
-        old = json.loads((out / "results.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"{out}: no readable results.json ({exc})") from exc
-    traffic = (old.get("traffic") or [{}])[0]
-    raw = {
-        "pulls": read_csv(out / "retrieval_pulls.csv", ints=("rep", "wan_bytes"), floats=("seconds",)),
-        "samples": read_csv(
-            out / "coldstart_samples.csv", ints=("users",), floats=("seconds",), jsons=("phases",)
-        ),
-        "runs": read_csv(out / "locust_runs.csv", ints=("users", "wan_bytes", "exit"), floats=("wall_s",)),
-        "invoke": read_csv(
-            out / "invoke.csv", ints=("requests", "failures", "exit"), floats=("median_ms", "p95_ms", "rps")
-        ),
-        "memory": old.get("memory") or {},
-        "sizes": old.get("sizes") or {},
-        "one_copy": old.get("one_copy", traffic.get("one_copy_bytes", 0)),
-        "images_bytes": old.get("images_bytes", traffic.get("images_bytes", 0)),
-        "images": old.get("images", traffic.get("images", 2)),
-    }
-    meta = {
-        k: old.get(k, d)
-        for k, d in (("started", ""), ("machine", ""), ("settings", {}), ("sections_done", []), ("error", ""))
-    }
-    return finish(out, raw, meta)
-
-
-def read_csv(
-    path: Path, *, ints: tuple[str, ...] = (), floats: tuple[str, ...] = (), jsons: tuple[str, ...] = ()
-) -> list[dict[str, Any]]:
-    """Rows written by `write_csv`, with the named columns typed again (empty cells: None).
-
-    `jsons` names the columns that held dicts or lists (written as JSON by `write_csv`).
-    """
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        rows: list[dict[str, Any]] = [r for r in csv.DictReader(fh) if "empty" not in r]
-    for row in rows:
-        for key in (*ints, *floats):
-            if key in row:
-                row[key] = (
-                    None if row[key] in ("", None) else (int(row[key]) if key in ints else float(row[key]))
-                )
-        for key in jsons:
-            if key in row:
-                row[key] = None if row[key] in ("", None) else json.loads(row[key])
-    return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    """Rows as CSV with the union of their keys as header (an empty file gets a header line).
-
-    Dict and list cells are written as JSON so that `read_csv(..., jsons=...)` gets them back.
-    """
-    keys = list(dict.fromkeys(k for row in rows for k in row)) or ["empty"]
-    with open(path, "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=keys)
-        writer.writeheader()
-        writer.writerows(
-            {k: json.dumps(v, sort_keys=True) if isinstance(v, dict | list) else v for k, v in row.items()}
-            for row in rows
-        )
-
-
-def summary(doc: dict[str, Any]) -> str:
-    """A few lines for the terminal."""
-    lines = []
-    for r in doc["retrieval"]:
-        lines.append(
-            f"{r['image']:>8}: T_fetch {report.fmt(r['t_fetch_s'])} s, T_load {report.fmt(r['t_load_s'])} s "
-            f"({report.fmt(r['reduction'], '.1%')} faster; paper {report.fmt(r['paper_reduction'], '.0%')}), "
-            f"floor {report.fmt(r['floor_s'])} s, tarball {report.fmt(r['tarball_s'])} s"
-        )
-    for r in doc["deploy"]:
-        lines.append(
-            f"{r['function']:>8}: first invoke direct {report.fmt(r.get('direct_first-invoke_s'))} s, "
-            f"cached-hit {report.fmt(r.get('cached-hit_first-invoke_s'))} s, "
-            f"prewarmed {report.fmt(r.get('prewarmed_first-invoke_s'))} s, "
-            f"prepulled {report.fmt(r.get('prepulled_first-invoke_s'))} s"
-        )
-    for r in doc["traffic"]:
-        lines.append(
-            f"N={r['vms']}: upstream saved {report.fmt(r['saved'], '.1%')} (1-1/N = {r['paper_formula']:.1%})"
-        )
-    if doc["memory"]:
-        lines.append(f"cache peak RSS {doc['memory']['peak_total_rss_mb']:.1f} MB")
-    met = [t for t in doc["targets"] if t["met"] is not None]
-    lines.append(f"targets met: {sum(1 for t in met if t['met'])}/{len(met)}")
-    return "\n".join(lines)

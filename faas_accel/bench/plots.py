@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from .report import COLDSTART_MODES, DEPLOY_MODES, RETRIEVAL_MODES, ecdf, ok, short
+from .tables import COLDSTART_MODES, DEPLOY_MODES, RETRIEVAL_MODES, ecdf, ok, short
 
 COLORS = {
     "direct": "#d62728",

@@ -29,8 +29,8 @@ from typing import Any
 import requests
 from flask import Flask, Response, request
 
+from ..cacheapi import CacheAPI, CacheAPIError, CacheUnreachable, Refused
 from ..httpstream import HOP_BY_HOP, forward_headers, request_body, response_chunks
-from .cache_client import CacheClient
 from .rewrite import SKIP_ANNOTATION, DeployPlan, RewritePolicy, plan_deploy, restore_images, rewritten_body
 
 log = logging.getLogger("faas_accel.hook")
@@ -57,12 +57,14 @@ class HookConfig:
         return RewritePolicy(mirror_host=host or "", allow=self.allow, deny=self.deny)
 
 
-def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask:
+def create_app(config: HookConfig, *, cache: CacheAPI | None = None) -> Flask:
     """A hook app forwarding to `config.provider_url`."""
     app = Flask(__name__)
     session = requests.Session()
     session.trust_env = False
-    client = cache or (CacheClient(config.cache_url, config.cache_token) if config.cache_url else None)
+    if cache is None and config.cache_url:
+        cache = CacheAPI(config.cache_url, config.cache_token, timeout=5.0)
+    client = cache
     policy = config.policy
 
     def forward(
@@ -127,36 +129,43 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
             try:
                 auth = (plan.doc or {}).get("registryAuth")  # the VM's credential, passed through
                 progress = client.prefetch(
-                    image, config.prefetch_wait, auth if isinstance(auth, str) and auth else None,
-                    transcode=plan.transcode,
-                )
-            except requests.RequestException as exc:
+                    image, wait=config.prefetch_wait,
+                    registry_auth=auth if isinstance(auth, str) and auth else None, transcode=plan.transcode,
+                )  # fmt: skip
+            except CacheUnreachable as exc:
                 log.warning(
                     "deploy %s: NIC cache unreachable (%s); forwarding %s unchanged",
                     plan.function,
                     exc,
                     plan.original,
                 )
-            else:
-                unknown = progress.get("unknown_registry")
+            except CacheAPIError as exc:
+                unknown = _unknown_registry_of(exc)
                 if unknown:
-                    return _unknown_registry(plan, str(unknown))
-                if progress.get("state") in ("done", "running"):
+                    return _unknown_registry(plan, unknown)
+                log.warning(
+                    "deploy %s: prefetch of %s failed (%s); forwarding unchanged",
+                    plan.function,
+                    image,
+                    [exc.message] if isinstance(exc, Refused) else [str(exc)],
+                )
+            else:
+                if progress.state in ("done", "running"):
                     body = rewritten_body(plan, policy)
                     log.info(
                         "deploy %s: %s -> mirror (%s, %s of %s bytes)",
                         plan.function,
                         plan.original,
-                        progress.get("state"),
-                        progress.get("bytes_done"),
-                        progress.get("bytes_total"),
+                        progress.state,
+                        progress.bytes_done,
+                        progress.bytes_total,
                     )
                 else:
                     log.warning(
                         "deploy %s: prefetch of %s failed (%s); forwarding unchanged",
                         plan.function,
                         image,
-                        progress.get("errors") or progress,
+                        list(progress.errors) or progress,
                     )
         elif client is not None and not plan.accelerate:
             log.info("deploy %s: not accelerated: %s", plan.function, plan.reason)
@@ -169,7 +178,7 @@ def create_app(config: HookConfig, *, cache: CacheClient | None = None) -> Flask
         assert client is not None
         try:
             client.report_deploy(str(plan.image), plan.function)
-        except requests.RequestException as exc:
+        except CacheAPIError as exc:
             log.warning("deploy %s: could not report it to the NIC cache: %s", plan.function, exc)
 
     @app.route("/system/functions", methods=["GET", "POST", "PUT", "DELETE"])
@@ -213,6 +222,13 @@ def _restored(upstream: requests.Response, relay: Any, mirror_host: str) -> Resp
     body = upstream.content
     fixed = restore_images(body, mirror_host)
     return relay(upstream, fixed if fixed is not None else body)  # type: ignore[no-any-return]
+
+
+def _unknown_registry_of(exc: CacheAPIError) -> str | None:
+    """The registry a refused prefetch names when the cache has no upstream for it."""
+    detail = exc.detail if isinstance(exc, Refused) else None
+    registry = detail.get("registry") if isinstance(detail, dict) else None
+    return registry if exc.code == "NAME_UNKNOWN" and isinstance(registry, str) else None
 
 
 def _unknown_registry(plan: DeployPlan, registry: str) -> Response:

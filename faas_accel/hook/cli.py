@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import sys
-
 import click
+
+from ..launch import THREADED, exec_gunicorn, gunicorn_argv
 
 
 @click.group("hook")
@@ -64,35 +63,20 @@ def serve(
     """Serve the hook with gunicorn."""
     if local_registry and not cache_url:
         raise click.UsageError("--local-registry needs --cache")
-    env = dict(os.environ)
-    env.update(
-        {
-            "FAAS_ACCEL_HOOK_PROVIDER": provider,
-            "FAAS_ACCEL_HOOK_CACHE": cache_url or "",
-            "FAAS_ACCEL_HOOK_TOKEN": token or "",
-            "FAAS_ACCEL_HOOK_MIRROR_HOST": mirror_host or local_registry or "",
-            "FAAS_ACCEL_HOOK_PREFETCH_WAIT": str(prefetch_wait),
-            "FAAS_ACCEL_HOOK_ALLOW": ",".join(allow),
-            "FAAS_ACCEL_HOOK_DENY": ",".join(deny),
-        }
+    env = {
+        "FAAS_ACCEL_HOOK_PROVIDER": provider,
+        "FAAS_ACCEL_HOOK_CACHE": cache_url or "",
+        "FAAS_ACCEL_HOOK_TOKEN": token or "",
+        "FAAS_ACCEL_HOOK_MIRROR_HOST": mirror_host or local_registry or "",
+        "FAAS_ACCEL_HOOK_PREFETCH_WAIT": str(prefetch_wait),
+        "FAAS_ACCEL_HOOK_ALLOW": ",".join(allow),
+        "FAAS_ACCEL_HOOK_DENY": ",".join(deny),
+    }
+    argv = gunicorn_argv(
+        "faas_accel.hook.app:from_env()",
+        binds=[*binds, *([local_registry] if local_registry else [])],
+        workers=workers,
+        threads=threads,
+        options=THREADED,
     )
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--worker-class",
-        "gthread",
-        "--workers",
-        str(workers),
-        "--threads",
-        str(threads),
-        "--timeout",
-        "0",
-        "--keep-alive",
-        "75",
-        "--no-control-socket",
-    ]
-    for bind in (*binds, *([local_registry] if local_registry else [])):
-        argv += ["--bind", bind]
-    argv.append("faas_accel.hook.app:from_env()")
-    os.execvpe(argv[0], argv, env)
+    exec_gunicorn(argv, env)

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..mirror_config_cli import backup_path, write_atomic
+from ..mirror_config.cli import backup_path, write_atomic
 from .errors import InstallError
 from .plan import Plan, Planned
 

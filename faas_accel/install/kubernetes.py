@@ -25,7 +25,7 @@ from typing import Any
 
 import yaml
 
-from .. import mirror_config
+from ..mirror_config import plan as mirror_config
 from .errors import InvalidValue
 from .kube_values import load_values, merge_values
 

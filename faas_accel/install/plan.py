@@ -18,7 +18,7 @@ from typing import Literal
 
 import yaml
 
-from .. import mirror_config
+from ..mirror_config import plan as mirror_config
 from .errors import InvalidValue, UnsafeToEdit
 from .systemd import ETC, NIC_ENV, UNIT_DIR, USER, VM_ENV, NicUnits, VmUnits, nic_units, vm_units
 

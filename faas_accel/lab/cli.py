@@ -13,7 +13,8 @@ from faas_accel.images.errors import ImageBuildError
 
 from .daemons import DaemonFailed
 from .guide import next_steps
-from .lab import LabError, check_host, down, status, up
+from .host import LabError, check_host
+from .lab import down, status, up
 from .net import NetError
 from .seed import ensure_stack_seeded, stack_functions
 from .spec import LabSpec

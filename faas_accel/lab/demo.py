@@ -22,14 +22,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import requests
-
+from faas_accel.cacheapi import CacheAPI, CacheAPIError
 from faas_accel.gateway import Gateway
 
 from . import lab, net, seed
 from .demo_report import Sample, phase_lines, report_doc, table
-from .lab import mirror_host
 from .spec import REGISTRY_HOST, VM, LabSpec
+from .vm import mirror_host
 from .vmctl import forget_images, image_names
 
 FANOUT_DEADLINE = 180.0  # seconds to wait for VMs 2..N to hold a just-deployed image
@@ -137,16 +136,12 @@ def _cost(spec: LabSpec, settle: dict[str, float | None]) -> dict[str, Any]:
     """The NIC's transcode CPU and derived bytes (its /api/v1/stats), what fan-out holds per VM."""
     out: dict[str, Any] = {"fanout_settle_s": settle}
     try:
-        stats = requests.get(  # the host reaches the NIC through fa-host
-            f"{spec.cache_url}/api/v1/stats",
-            headers={"Authorization": f"Bearer {spec.admin_token}"},
-            timeout=10,
-        ).json()
-        metrics = stats.get("metrics", {})
+        with CacheAPI(spec.cache_url, spec.admin_token) as api:  # the host reaches the NIC through fa-host
+            metrics = api.stats().get("metrics", {})
         out["nic_transcode_cpu_s"] = round(float(metrics.get("nic_cache_transcode_cpu_seconds_total", 0)), 3)
         out["nic_transcoded_layers"] = int(metrics.get("nic_cache_transcoded_layers_total", 0))
         out["nic_derived_bytes"] = int(metrics.get("nic_cache_derived_bytes", 0))
-    except (requests.RequestException, ValueError, OSError) as exc:
+    except (CacheAPIError, ValueError, OSError) as exc:
         out["nic_error"] = str(exc)
     held: dict[str, int] = {}
     for vm in spec.all_vms:

@@ -19,68 +19,28 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from . import daemons, net
 from .daemons import Daemon
+from .host import LabError, check_host, paths
+from .netns import http_answers
 from .spec import (
     CACHE_PORT,
-    HOOK_PORT,
     INET,
-    LOCAL_REGISTRY,
     NIC,
     NIC_IP,
     PEER_PORT,
     PREFIX,
-    PROVIDER_PORT,
     REGISTRY_BACKEND_PORT,
     REGISTRY_HOST,
     REGISTRY_PORT,
     UPSTREAM_IP,
-    VM,
     LabSpec,
 )
+from .vm import start_vm
 
 PY = sys.executable
-NEEDED = {  # program -> Debian package that provides it
-    "ip": "iproute2",
-    "tc": "iproute2",
-    "nsenter": "util-linux",
-    "taskset": "util-linux",
-    "docker-registry": "docker-registry",
-    "skopeo": "skopeo",
-    "containerd": "containerd",
-    "ctr": "containerd",
-    "runc": "runc",
-}
-NEEDED_DOCKER = {"dockerd": "docker.io"}
-
-
-class LabError(RuntimeError):
-    """The lab cannot be brought up (or down) as asked; the message says what to do."""
-
-
-def check_host(
-    spec: LabSpec, which: Callable[[str], str | None] = shutil.which, euid: int | None = None
-) -> None:
-    """Refuse clearly when not root or a needed program is missing."""
-    if (os.geteuid() if euid is None else euid) != 0:
-        raise LabError(
-            "the lab needs root (it creates network namespaces, veths and containers): run it with sudo"
-        )
-    needed = {**NEEDED, **(NEEDED_DOCKER if spec.runtime == "docker" else {})}
-    missing = sorted({pkg for prog, pkg in needed.items() if which(prog) is None})
-    if missing:
-        progs = ", ".join(p for p, pkg in needed.items() if pkg in missing and which(p) is None)
-        raise LabError(f"missing program(s): {progs}; install with: apt-get install {' '.join(missing)}")
-
-
-def paths(spec: LabSpec) -> dict[str, Path]:
-    root = Path(spec.workdir)
-    return {"root": root, "seed": root / "seed", "run": root / "run", "state": root / "run" / "state.json"}
-
-
 # -- up ---------------------------------------------------------------------------------
 
 
@@ -107,7 +67,7 @@ def up(
         started += _start_inet(spec, p)
         started += _start_nic(spec, p)
         for vm in spec.all_vms:
-            started += _start_vm(spec, vm, p)
+            started += start_vm(spec, vm, p)
         daemons.save(p["state"], started, {"spec": asdict(spec)})
     except BaseException:
         daemons.save(p["state"], started, {"spec": asdict(spec), "failed": True})
@@ -141,9 +101,11 @@ def _start_inet(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
         netns=INET,
     )
     daemons.wait_ready(
-        reg, lambda: _ns_http(INET, f"http://127.0.0.1:{REGISTRY_BACKEND_PORT}/v2/"), 20, "/v2/ answering"
+        reg, lambda: http_answers(INET, f"http://127.0.0.1:{REGISTRY_BACKEND_PORT}/v2/"), 20, "/v2/ answering"
     )
-    daemons.wait_ready(proxy, lambda: _ns_http(NIC, f"{spec.upstream_url}/v2/"), 20, "the WAN path answering")
+    daemons.wait_ready(
+        proxy, lambda: http_answers(NIC, f"{spec.upstream_url}/v2/"), 20, "the WAN path answering"
+    )
     return [reg, proxy]
 
 
@@ -179,7 +141,9 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
         netns=NIC,
         cpus=spec.nic_cpus,
     )
-    daemons.wait_ready(cache, lambda: _ns_http(NIC, f"{spec.cache_url}/healthz"), 30, "/healthz answering")
+    daemons.wait_ready(
+        cache, lambda: http_answers(NIC, f"{spec.cache_url}/healthz"), 30, "/healthz answering"
+    )
     floor_cfg = registry_config(p["seed"], spec.floor_host)
     # the floor serves the upstream's own storage: read-only, so nothing done to it reaches "the internet"
     floor_cfg["storage"]["delete"] = {"enabled": False}
@@ -188,7 +152,9 @@ def _start_nic(spec: LabSpec, p: dict[str, Path]) -> list[Daemon]:
     floor = daemons.start(
         "floor", ["docker-registry", "serve", str(d / "floor.yml")], d / "floor.log", netns=NIC
     )
-    daemons.wait_ready(floor, lambda: _ns_http(NIC, f"http://{spec.floor_host}/v2/"), 20, "/v2/ answering")
+    daemons.wait_ready(
+        floor, lambda: http_answers(NIC, f"http://{spec.floor_host}/v2/"), 20, "/v2/ answering"
+    )
     return [cache, _start_peer(spec, d), floor]
 
 
@@ -197,7 +163,7 @@ def _start_peer(spec: LabSpec, d: Path) -> Daemon:
     peer_cfg["proxy"] = {"remoteurl": spec.upstream_url}
     (d / "peer.yml").write_text(yaml.safe_dump(peer_cfg))
     peer = daemons.start("peer", ["docker-registry", "serve", str(d / "peer.yml")], d / "peer.log", netns=NIC)
-    daemons.wait_ready(peer, lambda: _ns_http(NIC, f"http://{spec.peer_host}/v2/"), 20, "/v2/ answering")
+    daemons.wait_ready(peer, lambda: http_answers(NIC, f"http://{spec.peer_host}/v2/"), 20, "/v2/ answering")
     return peer
 
 
@@ -217,240 +183,6 @@ def reset_peer(spec: LabSpec) -> None:
         daemons.save(p["state"], others, facts)  # the dead peer is no longer the lab's
         raise
     daemons.save(p["state"], [*others, peer], facts)
-
-
-def _start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
-    d = p["run"] / vm.name
-    d.mkdir(parents=True, exist_ok=True)
-    hosts = d / "certs.d"
-    (hosts / REGISTRY_HOST).mkdir(parents=True, exist_ok=True)
-    # the direct path: registry.lab is the internet's registry, reached through the NIC's router
-    (hosts / REGISTRY_HOST / "hosts.toml").write_text(_hosts_toml(spec.upstream_url))
-    # the peer's images are pulled by its address, over plain http
-    (hosts / spec.peer_host).mkdir(parents=True, exist_ok=True)
-    (hosts / spec.peer_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.peer_host}"))
-    (hosts / spec.floor_host).mkdir(parents=True, exist_ok=True)
-    (hosts / spec.floor_host / "hosts.toml").write_text(_hosts_toml(f"http://{spec.floor_host}"))
-    # containerd VMs pull the hook's rewritten images from the NIC directly (plain http via
-    # hosts.toml); a docker VM goes through the hook's local registry on 127.0.0.1 instead
-    nic_host = f"{NIC_IP}:{CACHE_PORT}"
-    (hosts / nic_host).mkdir(parents=True, exist_ok=True)
-    (hosts / nic_host / "hosts.toml").write_text(_hosts_toml(f"http://{nic_host}"))
-    (d / "password").write_text(spec.password)
-    disk = _vm_disk(spec, vm, d)
-    out: list[Daemon] = []
-    if spec.runtime == "containerd":
-        sock = str(d / "containerd.sock")
-        (d / "containerd.toml").write_text(_containerd_config(d, disk, sock))
-        rt = daemons.start(
-            "containerd",
-            ["containerd", "--config", str(d / "containerd.toml")],
-            d / "containerd.log",
-            netns=vm.netns,
-        )
-        out.append(rt)
-        daemons.wait_ready(
-            rt, lambda: os.path.exists(sock) and _ctr_ok(sock, vm.netns), 30, "ctr version answering"
-        )
-        vm_args = runtime_args(spec, vm)
-    else:
-        sock = str(d / "docker.sock")
-        (d / "daemon.json").write_text(
-            json.dumps({"insecure-registries": [f"{UPSTREAM_IP}:{REGISTRY_PORT}"]})
-        )
-        rt = daemons.start(
-            "dockerd",
-            [
-                "dockerd",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                f"--data-root={disk / 'docker'}",
-                f"--exec-root={d / 'docker-exec'}",
-                f"--pidfile={d / 'docker.pid'}",
-                f"-H=unix://{sock}",
-                f"--config-file={d / 'daemon.json'}",
-                f"--containerd-namespace={vm.netns}",
-                f"--containerd-plugins-namespace={vm.netns}-plugins",
-            ],
-            d / "dockerd.log",
-            netns=vm.netns,
-        )
-        out.append(rt)
-        daemons.wait_ready(rt, lambda: os.path.exists(sock), 30, "the docker socket")
-        vm_args = runtime_args(spec, vm)
-    provider = daemons.start(
-        "provider",
-        [
-            PY,
-            "-m",
-            "faas_accel",
-            "provider",
-            "serve",
-            *vm_args,
-            "--bind",
-            f"0.0.0.0:{PROVIDER_PORT}",
-            "--state-dir",
-            str(d / "provider"),
-            "--auth-user",
-            spec.user,
-            "--auth-password-file",
-            str(d / "password"),
-        ],
-        d / "provider.log",
-        netns=vm.netns,
-    )
-    out.append(provider)
-    daemons.wait_ready(provider, lambda: _http(f"{vm.provider_url}/healthz"), 30, "/healthz answering")
-    if spec.accel:
-        hook = daemons.start(
-            "hook",
-            [
-                PY,
-                "-m",
-                "faas_accel",
-                "hook",
-                "serve",
-                "--provider",
-                f"http://127.0.0.1:{PROVIDER_PORT}",
-                "--cache",
-                spec.cache_url,
-                "--token",
-                spec.admin_token,
-                "--bind",
-                f"0.0.0.0:{HOOK_PORT}",
-                *(
-                    ["--local-registry", LOCAL_REGISTRY]
-                    if spec.runtime == "docker"
-                    else ["--mirror-host", f"{NIC_IP}:{CACHE_PORT}"]
-                ),
-            ],
-            d / "hook.log",
-            netns=vm.netns,
-        )
-        out.append(hook)
-        daemons.wait_ready(hook, lambda: _http(f"{vm.hook_url}/healthz"), 30, "/healthz answering")
-    where = ["--mirror-host", mirror_host(spec), *vm_args]
-    if spec.accel and spec.fanout:
-        out.append(
-            daemons.start(
-                "fanout",
-                [
-                    PY, "-m", "faas_accel", "prepull", "fanout", "--cache", spec.cache_url, "--vm", vm.ip,
-                    "--state", str(d / "fanout.json"), "--budget", spec.fanout_budget, *where,
-                ],
-                d / "fanout.log",
-                netns=vm.netns,
-                env={"NIC_CACHE_ADMIN_TOKEN": spec.admin_token},
-            )
-        )  # fmt: skip
-    if spec.accel and spec.prepull:
-        out.append(
-            daemons.start(
-                "prepull",
-                [
-                    PY,
-                    "-m",
-                    "faas_accel",
-                    "prepull",
-                    "run",
-                    "--cache",
-                    spec.cache_url,
-                    "--limit",
-                    str(spec.prepull),
-                    "--interval",
-                    "30s",
-                    *where,
-                ],
-                d / "prepull.log",
-                netns=vm.netns,
-                env={"NIC_CACHE_ADMIN_TOKEN": spec.admin_token},  # not on a command line
-            )
-        )
-    return out
-
-
-def _hosts_toml(url: str) -> str:
-    # containerd 1.6 ignores a file with only `server`: the host entry is what it uses
-    return f'server = "{url}"\n\n[host."{url}"]\n  capabilities = ["pull", "resolve"]\n'
-
-
-VM_TMPFS_SIZE = "6g"  # per VM; tmpfs takes only what is stored
-
-
-def mirror_host(spec: LabSpec) -> str:
-    """Where a VM's hook rewrites images to: the NIC (containerd, via hosts.toml) or the hook's
-    own registry on 127.0.0.1 (docker pulls plain HTTP from loopback only)."""
-    return f"{NIC_IP}:{CACHE_PORT}" if spec.runtime == "containerd" else LOCAL_REGISTRY
-
-
-def runtime_args(spec: LabSpec, vm: VM) -> list[str]:
-    """`--runtime/--address/...` naming a VM's runtime, as the provider and prepull take them."""
-    d = paths(spec)["run"] / vm.name
-    if spec.runtime == "containerd":
-        return [
-            "--runtime",
-            "containerd",
-            "--address",
-            str(d / "containerd.sock"),
-            "--namespace",
-            vm.netns,
-            "--hosts-dir",
-            str(d / "certs.d"),
-        ]
-    return ["--runtime", "docker", "--address", f"unix://{d / 'docker.sock'}"]
-
-
-def _vm_disk(spec: LabSpec, vm: VM, d: Path) -> Path:
-    """The VM's image store: a tmpfs of its own (unmounted by `down`) or a plain directory."""
-    disk = d / "disk"
-    disk.mkdir(parents=True, exist_ok=True)
-    if spec.vm_disk == "tmpfs" and not os.path.ismount(disk):
-        # bounded like a disk: a VM that fills it gets "no space left", not the host's OOM killer
-        opts = f"mode=0711,size={VM_TMPFS_SIZE}"
-        result = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", opts, f"{vm.netns}-disk", str(disk)],
-            capture_output=True,
-            text=True,
-        )
-        if result.returncode != 0:
-            raise LabError(
-                f"cannot mount a tmpfs for {vm.name}'s image store: {result.stderr.strip()}"
-                " (try --vm-disk disk)"
-            )
-    return disk
-
-
-def _containerd_config(d: Path, disk: Path, sock: str) -> str:
-    q = json.dumps
-    return (
-        "version = 2\n"
-        f"root = {q(str(disk / 'containerd'))}\n"
-        f"state = {q(str(d / 'containerd-state'))}\n"
-        'disabled_plugins = ["io.containerd.grpc.v1.cri"]\n'
-        f"[grpc]\n  address = {q(sock)}\n"
-        f'[plugins]\n  [plugins."io.containerd.internal.v1.opt"]\n    path = {q(str(d / "opt"))}\n'
-    )
-
-
-def _ctr_ok(sock: str, netns: str) -> bool:
-    return net.nsexec(netns, "ctr", "--address", sock, "version", check=False).returncode == 0
-
-
-def _http(url: str) -> bool:
-    try:
-        with requests.get(url, timeout=2) as resp:
-            return resp.status_code < 500
-    except requests.RequestException:
-        return False
-
-
-def _ns_http(ns: str, url: str) -> bool:
-    probe = (
-        f"import urllib.request,sys\ntry: urllib.request.urlopen({url!r}, timeout=2)\n"
-        "except Exception as e: sys.exit(0 if hasattr(e, 'code') else 1)"
-    )
-    return net.nsexec(ns, PY, "-c", probe, check=False).returncode == 0
 
 
 # -- status -----------------------------------------------------------------------------

@@ -17,7 +17,8 @@ from typing import Any
 import requests
 import yaml
 
-from .lab import LabError, registry_config
+from .host import LabError
+from .lab import registry_config
 from .spec import REGISTRY_HOST
 
 

@@ -145,9 +145,3 @@ class VM:
     def gateway_url(self) -> str:
         return self.hook_url if self.spec.accel else self.provider_url
 
-
-def tbf_args(rate: str) -> list[str]:
-    """`tc qdisc ... tbf` arguments: burst of ~10 ms at the rate (at least 64 KiB)."""
-    bits = parse_rate(rate)
-    burst = max(bits // 8 // 100, 64 * 1024)
-    return ["tbf", "rate", str(bits), "burst", str(burst), "latency", "50ms"]

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 import click
 
+from ..launch import THREADED, exec_gunicorn, gunicorn_argv
 from .app import CONFIG_ENV
 from .config import RUNTIMES, ProviderConfig, parse_port_range
 
@@ -126,27 +125,11 @@ def serve(
         async_queue=async_queue,
         ctr=ctr_path,
     )
-    env = dict(os.environ)
-    env[CONFIG_ENV] = config.to_json()
-    argv = [
-        sys.executable,
-        "-m",
-        "gunicorn",
-        "--worker-class",
-        "gthread",
-        "--workers",
-        "1",  # records and locks live in the worker: never more than one
-        "--threads",
-        str(threads),
-        "--timeout",
-        "0",  # deploys wait for pulls
-        "--graceful-timeout",
-        "5",  # followed log streams never end by themselves
-        "--keep-alive",
-        "75",
-        "--no-control-socket",
-    ]
-    for bind in binds:
-        argv += ["--bind", bind]
-    argv.append("faas_accel.provider.app:from_env()")
-    os.execvpe(argv[0], argv, env)
+    argv = gunicorn_argv(
+        "faas_accel.provider.app:from_env()",
+        binds=binds,
+        workers=1,  # records and locks live in the worker: never more than one
+        threads=threads,
+        options=[*THREADED, "--graceful-timeout", "5"],  # followed log streams never end by themselves
+    )
+    exec_gunicorn(argv, {CONFIG_ENV: config.to_json()})

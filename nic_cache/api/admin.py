@@ -21,7 +21,7 @@ from ..errors import NameInvalid, Unauthorized
 from ..images import delete_image, list_images
 from ..policy import prewarm as prewarm_choice
 from ..prewarm.footprint import footprint
-from ..prewarm.spec import NAME_RE
+from ..prewarm.state import NAME_RE
 from ..reference import parse_image
 from ..services import services
 from ..units import parse_duration
@@ -210,12 +210,12 @@ def deploy_events() -> Response:
     after = _query("after", "0", float)
     deadline = time.monotonic() + min(_query("wait", "0", parse_duration), 60.0)
     while True:
-        rows = [r for r in svc.store.pulls(since=after) if r["kind"] == "deploy" and r["ts"] > after]
-        events = [{"image": r["image"], "vm": r["client"], "ts": r["ts"]} for r in rows if r["client"] != vm]
+        rows = [r for r in svc.store.pulls(since=after) if r.kind == "deploy" and r.ts > after]
+        events = [{"image": r.image, "vm": r.client, "ts": r.ts} for r in rows if r.client != vm]
         if events or time.monotonic() >= deadline:
             break
         time.sleep(0.1)
-    return jsonify({"events": events, "next": max([after, *(r["ts"] for r in rows)])})
+    return jsonify({"events": events, "next": max([after, *(r.ts for r in rows)])})
 
 
 @bp.get("/popular")

@@ -1,6 +1,6 @@
 """Which images a VM's prepull keeps within its byte budget when a new one arrives.
 
-The fan-out (faas_accel/prepull_fanout.py) pulls into a VM the images other VMs just deployed. The
+The fan-out (faas_accel/prepull/fanout.py) pulls into a VM the images other VMs just deployed. The
 VM's disk is not the NIC's: prepull may use at most `budget` bytes of it for the images *it*
 pulled (an image the VM pulled for a deploy is not prepull's to remove). Inside the budget
 it keeps the most recently used; it never removes an image a container of the VM uses (a

@@ -1,6 +1,6 @@
 """What a VM holds in its own runtime: the VM side's choice among what its NIC holds.
 
-`faas-accel prepull` (faas_accel/prepull.py) asks the NIC for its images and their
+`faas-accel prepull` (faas_accel/prepull/) asks the NIC for its images and their
 popularity, then pulls what `choose` picks; `missing` names the requested images it cannot.
 """
 

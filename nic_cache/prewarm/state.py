@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -30,6 +31,8 @@ from ..sqlitedb import Database
 from ..store import Store
 from .budget import DEFAULT_LIMITS
 from .errors import NotLeader, SchedulerUnavailable
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")  # a schedule name, in prewarm.yml and the admin API
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS lease (

@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from flask import Flask, Response, jsonify, request
 from werkzeug.serving import make_server
 
-from .procs import free_port
+from faas_accel.testbed.procs import free_port
 
 SERVICE = "test-registry"
 ISSUER = "test-token-issuer"

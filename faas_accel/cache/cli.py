@@ -17,7 +17,8 @@ from nic_cache.errors import NicCacheError
 from nic_cache.scrub import check, collect_temp
 from nic_cache.units import format_size
 
-from . import admin_client
+from ..cacheapi import CacheAPI, CacheAPIError, Progress
+from ..launch import exec_gunicorn, gunicorn_argv
 
 
 @click.group("cache")
@@ -41,35 +42,29 @@ def serve(config_path: str, bind: str | None, workers: int | None, threads: int 
     metrics_dir = os.path.join(config.data_dir, "metrics")
     shutil.rmtree(metrics_dir, ignore_errors=True)
     os.makedirs(metrics_dir)
-    env = dict(os.environ)
-    env["NIC_CACHE_CONFIG"] = os.path.abspath(config_path)
-    env["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
-    argv = [
-        sys.executable, "-m", "gunicorn",
-        "-c", "python:nic_cache.gunicorn_conf",
-        "--bind", bind or config.listen,
-        "--workers", str(workers or config.workers),
-        "--threads", str(threads or config.threads),
+    argv = gunicorn_argv(
         "nic_cache.app:from_env()",
-    ]
-    os.execvpe(argv[0], argv, env)
+        binds=[bind or config.listen],
+        workers=workers or config.workers,
+        threads=threads or config.threads,
+        config="python:nic_cache.gunicorn_conf",
+    )
+    env = {"NIC_CACHE_CONFIG": os.path.abspath(config_path), "PROMETHEUS_MULTIPROC_DIR": metrics_dir}
+    exec_gunicorn(argv, env)
 
 
-def _admin(url: str | None, token: str | None) -> tuple[str, dict[str, str]]:
-    base = (url or os.environ.get("NIC_CACHE_URL") or "http://127.0.0.1:5000").rstrip("/")
-    token = token or os.environ.get("NIC_CACHE_ADMIN_TOKEN")
-    return base, ({"Authorization": f"Bearer {token}"} if token else {})
-
-
-def _call(method: str, base: str, path: str, headers: dict[str, str], **kw: Any) -> Any:
+def _admin(url: str | None, token: str | None, timeout: float = 30.0) -> CacheAPI:
+    base = url or os.environ.get("NIC_CACHE_URL") or "http://127.0.0.1:5000"
     try:
-        return admin_client.call(None, method, base, path, headers=headers, **kw)
-    except admin_client.AdminError as exc:
-        raise click.ClickException(str(exc)) from exc
+        return CacheAPI(base, token or os.environ.get("NIC_CACHE_ADMIN_TOKEN"), timeout=timeout)
+    except CacheAPIError as exc:
+        raise click.ClickException(exc.reason) from exc
 
 
 _url_opt = click.option("--url", default=None, help="cache URL [env NIC_CACHE_URL, http://127.0.0.1:5000]")
 _token_opt = click.option("--token", default=None, help="admin token [env NIC_CACHE_ADMIN_TOKEN]")
+
+PROGRESS_EVERY = 2.0  # seconds between progress lines of a prefetch
 
 
 @cache.command("prefetch")
@@ -83,71 +78,53 @@ def prefetch(
     image: str, platforms: tuple[str, ...], wait: float, quiet: bool, url: str | None, token: str | None
 ) -> None:
     """Fill IMAGE into the cache (manifests and every blob), showing progress on stderr."""
-    base, headers = _admin(url, token)
-    body: dict[str, Any] = {"image": image}
-    if platforms:
-        body["platforms"] = list(platforms)
-    # the plan (a dry run) fails fast on a wrong URL, token or image, and sizes the progress
-    plan = _call("POST", base, "prefetch", headers, json={**body, "dry_run": True}, timeout=60)
-    if not quiet:
-        click.echo(
-            f"{image}: {plan['blobs_missing']} of {plan['blobs_total']} blobs to fetch "
-            f"({format_size(plan['bytes_missing'])} of {format_size(plan['bytes_total'])})",
-            err=True,
-        )
-    result: dict[str, Any] = {}
-    failure: list[click.ClickException] = []
-
-    def run() -> None:
+    with _admin(url, token) as api, _admin(url, token) as poll:
         try:
-            result.update(
-                _call(
-                    "POST",
-                    base,
-                    "prefetch",
-                    headers,
-                    json={**body, "wait": wait},
-                    timeout=wait + 30,
-                    ok=(502,),
-                )
+            # the plan (a dry run) fails fast on a wrong URL, token or image, and sizes the progress
+            plan = api.plan(image, platforms=platforms, wait=60.0)
+        except CacheAPIError as exc:
+            raise click.ClickException(exc.reason) from exc
+        if not quiet:
+            click.echo(
+                f"{image}: {plan['blobs_missing']} of {plan['blobs_total']} blobs to fetch "
+                f"({format_size(plan['bytes_missing'])} of {format_size(plan['bytes_total'])})",
+                err=True,
             )
-        except click.ClickException as exc:
-            failure.append(exc)
+        outcome: list[Progress | CacheAPIError] = []
 
-    worker = threading.Thread(target=run, name="prefetch", daemon=True)
-    worker.start()
-    while not quiet and worker.is_alive() and plan["blobs_missing"]:
-        worker.join(PROGRESS_EVERY)
-        if worker.is_alive():
-            _progress(image, plan, base, headers, body)
-    worker.join()
-    if failure:
-        raise failure[0]
-    res = result
+        def run() -> None:
+            try:
+                outcome.append(api.prefetch(image, wait=wait, platforms=platforms))
+            except CacheAPIError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=run, name="prefetch", daemon=True)
+        worker.start()
+        while not quiet and worker.is_alive() and plan["blobs_missing"]:
+            worker.join(PROGRESS_EVERY)
+            if worker.is_alive():
+                _progress(poll, image, platforms, plan)
+        worker.join()
+    (res,) = outcome
+    if isinstance(res, CacheAPIError):
+        raise click.ClickException(res.reason) from res
     click.echo(
-        f"{res['image']}: {res['state']} — {res['blobs_done']}/{res['blobs_total']} blobs, "
-        f"{format_size(res['bytes_done'])} of {format_size(res['bytes_total'])} "
-        f"({res['blobs_cached_before']} already cached) in {res['seconds']} s"
+        f"{res.image}: {res.state} — {res.blobs_done}/{res.blobs_total} blobs, "
+        f"{format_size(res.bytes_done)} of {format_size(res.bytes_total)} "
+        f"({res.blobs_cached_before} already cached) in {res.seconds} s"
     )
-    for err in res.get("errors", []):
+    for err in res.errors:
         click.echo(f"  error: {err}", err=True)
-    if res["state"] == "failed":
+    if res.state == "failed":
         sys.exit(1)
 
 
-PROGRESS_EVERY = 2.0  # seconds between progress lines of a prefetch
-
-
-def _progress(
-    image: str, plan: dict[str, Any], base: str, headers: dict[str, str], body: dict[str, Any]
-) -> None:
+def _progress(api: CacheAPI, image: str, platforms: tuple[str, ...], plan: dict[str, Any]) -> None:
     """One progress line: blobs and bytes stored since the prefetch began."""
     try:
-        now = admin_client.call(
-            None, "POST", base, "prefetch", headers=headers, json={**body, "dry_run": True}, timeout=30
-        )
-    except admin_client.AdminError as exc:
-        click.echo(f"{image}: (progress unavailable: {exc})", err=True)
+        now = api.plan(image, platforms=platforms, wait=30.0)
+    except CacheAPIError as exc:
+        click.echo(f"{image}: (progress unavailable: {exc.reason})", err=True)
         return
     done = plan["bytes_missing"] - now["bytes_missing"]
     blobs = plan["blobs_missing"] - now["blobs_missing"]
@@ -165,20 +142,21 @@ def _progress(
 @_token_opt
 def ls(as_json: bool, url: str | None, token: str | None) -> None:
     """List cached images."""
-    base, headers = _admin(url, token)
-    res = _call("GET", base, "images", headers)
-    if as_json:
-        click.echo(json.dumps(res, indent=2))
-        return
-    rows = res["images"]
-    width = max([len(r["image"]) for r in rows] + [5])
+    try:
+        with _admin(url, token) as api:
+            if as_json:  # the cache's own document, every field of it
+                click.echo(json.dumps(api.call("GET", "images"), indent=2))
+                return
+            rows = api.images()
+    except CacheAPIError as exc:
+        raise click.ClickException(exc.reason) from exc
+    width = max([len(r.image) for r in rows] + [5])
     click.echo(f"{'IMAGE':<{width}}  {'DIGEST':<19}  {'SIZE':>10}  BLOBS  PINNED")
     for r in rows:
         click.echo(
-            f"{r['image']:<{width}}  {r['digest'][:19]}  {format_size(r['bytes_stored']):>10}  "
-            f"{r['blobs_stored']}/{r['blobs_known']:<3}  {'yes' if r['pinned'] else 'no'}"
+            f"{r.image:<{width}}  {(r.digest or '')[:19]}  {format_size(r.bytes_stored):>10}  "
+            f"{r.blobs_stored}/{r.blobs_known:<3}  {'yes' if r.pinned else 'no'}"
         )
-
 
 
 @cache.command("verify")

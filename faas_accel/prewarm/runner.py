@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .client import CacheAPI
-from .errors import PrewarmConfigError, PrewarmError
+from ..cacheapi import CacheAPI, CacheAPIError
+from .errors import PrewarmConfigError
 from .loader import read_stack
 from .plan import ImageResult, run_record
 from .spec import ImagesSource, Limits, PredictedSource, Schedule, StackSource
@@ -23,16 +23,16 @@ log = logging.getLogger(__name__)
 
 
 def source_images(schedule: Schedule, api: CacheAPI, environ: Mapping[str, str]) -> list[str]:
-    """The images a schedule's source gives now; raises PrewarmConfigError or PrewarmError."""
+    """The images a schedule's source gives now; raises PrewarmConfigError or CacheAPIError."""
     src = schedule.source
     if isinstance(src, ImagesSource):
         return list(src.images)
     if isinstance(src, StackSource):
         return read_stack(src, environ)
     if isinstance(src, PredictedSource):
-        return [str(row["image"]) for row in api.predicted(budget=src.budget, horizon=src.horizon)]
-    rows = api.popular(top=src.top, window=src.window, min_pulls=src.min_pulls, half_life=src.half_life)
-    return [str(row["image"]) for row in rows]
+        return [p.image for p in api.predicted(budget=src.budget, horizon=src.horizon)]
+    ranked = api.popular(src.top, window=src.window, min_pulls=src.min_pulls, half_life=src.half_life)
+    return [p.image for p in ranked]
 
 
 def run_schedule(
@@ -48,26 +48,29 @@ def run_schedule(
     wait: float = 3600.0,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Any]:
-    """Run `schedule` once and return the recorded result; raises PrewarmError (code
+    """Run `schedule` once and return the recorded result; raises CacheAPIError (code
     NOT_LEADER) when the cache refuses to start it. `limits` (the prewarm file's) bound the
     images prefetched at once and the budget the cache gives their blobs."""
     limits = limits or Limits()
+    budget = {"concurrency": limits.concurrency, "bandwidth": limits.bandwidth}
     run_id = api.start_run(schedule.name, holder=holder, trigger=trigger, scheduled=scheduled,
                            request=request)  # fmt: skip
     started = clock()
     source_error = None
     try:
         images = source_images(schedule, api, environ)
-    except (PrewarmConfigError, PrewarmError) as exc:
+    except (PrewarmConfigError, CacheAPIError) as exc:
         source_error, images = f"source: {exc}", []
 
     def one(image: str) -> ImageResult:
         try:
-            doc = api.prefetch(image, platforms=schedule.platforms, pin=schedule.pin,
-                               schedule=schedule.name, limits=limits, wait=wait)  # fmt: skip
-        except PrewarmError as exc:
+            progress = api.prefetch(
+                image, wait=wait, platforms=schedule.platforms, background=True, pin=schedule.pin,
+                schedule=schedule.name, limits=budget,
+            )  # fmt: skip
+        except CacheAPIError as exc:
             return ImageResult.failed(image, str(exc))
-        return ImageResult.from_progress(doc)
+        return ImageResult.from_progress(progress.as_dict())
 
     with ThreadPoolExecutor(limits.concurrency, thread_name_prefix=f"prewarm-{schedule.name}") as pool:
         results = list(pool.map(one, images))
@@ -76,6 +79,6 @@ def run_schedule(
     result.update({"id": run_id, "name": schedule.name, "trigger": trigger, "scheduled": scheduled})
     try:
         api.finish_run(run_id, result)
-    except PrewarmError as exc:
+    except CacheAPIError as exc:
         log.error("prewarm %s: could not record the result of run %d: %s", schedule.name, run_id, exc)
     return result

@@ -20,15 +20,16 @@ from typing import Any
 
 import yaml
 
-from ..errors import NicCacheError
-from ..reference import parse_image
-from ..units import parse_duration, parse_rate, parse_size
+from nic_cache.envvars import Path, expand_vars
+from nic_cache.errors import NicCacheError
+from nic_cache.prewarm.state import NAME_RE
+from nic_cache.reference import parse_image
+from nic_cache.units import parse_duration, parse_rate, parse_size
+
 from .cron import Cron, parse_cron
 from .errors import PrewarmConfigError
 from .yamldoc import load_document
 
-_VAR_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}")
 _PLATFORM_RE = re.compile(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?")
 
 
@@ -152,9 +153,6 @@ _SOURCE_KEYS = ("popular", "images", "stack", "predicted")
 _POPULAR_KEYS = ("top", "window", "min_pulls", "half_life")
 _PREDICTED_KEYS = ("budget", "horizon")
 
-Path = tuple[str | int, ...]
-
-
 class _Doc:
     """The parsed document with the line of every key and item, for error messages."""
 
@@ -191,7 +189,7 @@ def parse_prewarm(
     node, raw = load_document(text, source, construct=True)
     doc = _Doc(source, _lines(node) if node is not None else {})
     top = doc.mapping(raw, (), _TOP_KEYS, "cache, timezone, limits, schedules")
-    top = _expand(top, environ, doc, ())
+    top = expand_vars(top, environ, lambda at, var: doc.fail(at, f"environment variable {var} is not set"))
     cache = doc.mapping(top.get("cache"), ("cache",), _CACHE_KEYS, "url and token")
     url = _opt_str(cache.get("url"), doc, ("cache", "url"))
     if url is not None and not re.fullmatch(r"https?://[^/\s]+/?", url):
@@ -357,25 +355,6 @@ def _opt_str(value: Any, doc: _Doc, path: Path) -> str | None:
     if not isinstance(value, str | int):
         raise doc.fail(path, f"need a string, got {value!r}")
     return str(value)
-
-
-def _expand(value: Any, environ: Mapping[str, str], doc: _Doc, path: Path) -> Any:
-    if isinstance(value, dict):
-        return {k: _expand(v, environ, doc, (*path, str(k))) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, environ, doc, (*path, i)) for i, v in enumerate(value)]
-    if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in environ:
-                return environ[name]
-            if default is not None:
-                return default
-            raise doc.fail(path, f"environment variable {name} is not set")
-
-        return _VAR_RE.sub(sub, value)
-    return value
 
 
 def _lines(node: yaml.Node, path: Path = ()) -> dict[Path, int]:

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..lab.netns import NETNS_DIR, nsenter
 from .procs import Proc, pid_alive, run, stop, stop_pid
 
 MNT_DETACH = 2
@@ -35,13 +36,13 @@ CRI_PLUGIN = "io.containerd.grpc.v1.cri"
 
 def netns_path(netns: str) -> str:
     """``/run/netns/NAME`` for a name; a path is returned unchanged."""
-    return netns if "/" in netns else f"/run/netns/{netns}"
+    return os.path.join(NETNS_DIR, netns)
 
 
 def in_netns(argv: Sequence[str | os.PathLike[str]], netns: str | None) -> list[str]:
     """Prefix ``argv`` so it runs in ``netns`` (network namespace only)."""
     args = [os.fspath(a) for a in argv]
-    return ["nsenter", f"--net={netns_path(netns)}", *args] if netns else args
+    return nsenter(netns, args) if netns else args
 
 
 def _unescape_mountinfo(field: str) -> str:

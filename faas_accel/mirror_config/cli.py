@@ -1,6 +1,6 @@
 """`faas-accel mirror-config`: point containerd, Docker or k3s at the NIC cache.
 
-Each command reads the files it would change, asks `mirror_config` for their new text, then
+Each command reads the files it would change, asks `plan.py` for their new text, then
 either prints a unified diff (`--dry-run`, nothing written) or writes every changed file
 atomically (temp file, fsync, rename) after copying the old one to `<file>.bak` (`.bak.1`,
 `.bak.2`, ... when that exists, so the first original is never lost). Every file is planned
@@ -22,7 +22,7 @@ import click
 
 from nic_cache.diskio import fsync_dir
 
-from .mirror_config import (
+from .plan import (
     DEFAULT_DIAL_TIMEOUT,
     DOCKER_HUB,
     FileChange,

@@ -13,8 +13,9 @@ from collections.abc import Mapping
 
 import yaml
 
-from ..errors import NicCacheError
-from ..reference import parse_image
+from nic_cache.errors import NicCacheError
+from nic_cache.reference import parse_image
+
 from .errors import PrewarmConfigError
 from .yamldoc import load_document
 

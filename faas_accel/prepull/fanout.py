@@ -4,7 +4,7 @@
 (`GET /api/v1/events/deploys?after=..&vm=<me>&wait=25s`: what the hooks of *other* VMs
 reported), waits until the NIC holds the image completely (the first VM's miss is filling
 it), and pulls it from the NIC by digest under the mirror tag the hook rewrites deploys to,
-as `prepull` does (prepull.py). A runtime that reads zstd pulls the NIC's re-encoded variant
+as `prepull` does (prepuller.py). A runtime that reads zstd pulls the NIC's re-encoded variant
 when there is one (transcoder.py), so the later deploy on this VM finds the image unpacked.
 
 It keeps what it pulled within `budget` bytes of the VM, dropping the least recently used
@@ -29,7 +29,7 @@ from nic_cache.policy.admission import Held, plan_admission
 from nic_cache.policy.hold import Candidate
 from nic_cache.reference import parse_image
 
-from .prepull import Prepuller, PrepullError, Runtime, candidates
+from .prepuller import Prepuller, PrepullError, Runtime, candidates
 
 log = logging.getLogger("faas_accel.prepull.fanout")
 POLL = 0.25  # seconds between looks at the NIC while an image is still filling
@@ -108,10 +108,10 @@ class Fanout:
 
     def poll(self, wait: float = 25.0) -> list[str]:
         """The images other VMs deployed since the last poll (the first poll only sets the cursor)."""
-        after = "" if self.cursor is None else f"&after={self.cursor!r}"
-        doc = self.p.get_json(f"events/deploys?vm={self.vm}&wait={wait:g}{after}")
-        self.cursor = float(doc.get("next", self.cursor or 0.0))
-        return list(dict.fromkeys(str(e["image"]) for e in doc.get("events", [])))
+        with self.p.nic() as api:
+            feed = api.deploy_events(vm=self.vm, after=self.cursor, wait=wait)
+        self.cursor = feed.next
+        return list(dict.fromkeys(e.image for e in feed.events))
 
     def _complete(self, image: str) -> Candidate | None:
         """Wait until the NIC holds `image` completely (and, for a runtime that reads zstd, until
@@ -119,17 +119,18 @@ class Fanout:
         is still pending at the deadline is not waited for: the original is pulled."""
         deadline = time.monotonic() + self.complete_wait
         while True:
-            listed = self.p.get_json("images")
-            docs = {str(i.get("image")): i for i in listed.get("images", [])}
+            with self.p.nic() as api:
+                listed = api.images()
+            held = {i.image: i for i in listed}
             late = time.monotonic() >= deadline
-            for c in candidates(listed, {}):
+            for c in candidates(listed, []):
                 if c.image != image or not c.complete:
                     continue
-                doc = docs.get(image, {})
-                if not self.runtime.reads_zstd or doc.get("variant_state", "none") == "none":
+                nic = held[image]
+                if not self.runtime.reads_zstd or nic.variant_state == "none":
                     return c
-                if doc.get("variant"):
-                    return Candidate(c.image, str(doc["variant"]), c.size, True, c.score)
+                if nic.variant:
+                    return Candidate(c.image, nic.variant, c.size, True, c.score)
                 if late:
                     return c
             if late:

@@ -18,13 +18,13 @@ from typing import Any
 
 import click
 
-from nic_cache.prewarm.client import CacheAPI
-from nic_cache.prewarm.errors import PrewarmConfigError, PrewarmError
-from nic_cache.prewarm.loader import Loaded, load_prewarm_file
-from nic_cache.prewarm.plan import plan_totals
-from nic_cache.prewarm.runner import run_schedule, source_images
-from nic_cache.prewarm.scheduler import Scheduler
-from nic_cache.prewarm.spec import Schedule
+from faas_accel.cacheapi import CacheAPI, CacheAPIError
+from faas_accel.prewarm.errors import PrewarmConfigError
+from faas_accel.prewarm.loader import Loaded, load_prewarm_file
+from faas_accel.prewarm.plan import plan_totals
+from faas_accel.prewarm.runner import run_schedule, source_images
+from faas_accel.prewarm.scheduler import Scheduler
+from faas_accel.prewarm.spec import Schedule
 from nic_cache.units import format_size
 
 _config = click.option("--config", "config_path", default="prewarm.yml", show_default=True,
@@ -94,7 +94,7 @@ def once(name: str, config_path: str, cache_url: str | None, token: str | None, 
             schedule, api, environ=os.environ, holder=f"cli:{socket.gethostname()}:{os.getpid()}",
             trigger="manual", limits=loaded.spec.limits,
         )  # fmt: skip
-    except PrewarmError as exc:
+    except CacheAPIError as exc:
         raise click.ClickException(str(exc)) from exc
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -133,13 +133,13 @@ def plan(names: tuple[str, ...], config_path: str, cache_url: str | None, token:
                                  "source": schedule.source_dict(), "images": [], "error": None}  # fmt: skip
         try:
             images = source_images(schedule, api, os.environ)
-        except (PrewarmConfigError, PrewarmError) as exc:
+        except (PrewarmConfigError, CacheAPIError) as exc:
             entry["error"] = str(exc)
             images = []
         for image in images:
             try:
-                entry["images"].append(api.prefetch(image, platforms=schedule.platforms, dry_run=True))
-            except PrewarmError as exc:
+                entry["images"].append(api.plan(image, platforms=schedule.platforms))
+            except CacheAPIError as exc:
                 entry["images"].append({"image": image, "error": str(exc)})
         entry["totals"] = plan_totals(p for p in entry["images"] if "error" not in p)
         out.append(entry)
@@ -183,8 +183,8 @@ def status(config_path: str, cache_url: str | None, token: str | None) -> None:
     """Show the cache's view: the scheduler holding the lease, schedules, last runs."""
     loaded = _load(config_path)
     try:
-        click.echo(json.dumps(_api(loaded, cache_url, token).status(), indent=2))
-    except PrewarmError as exc:
+        click.echo(json.dumps(_api(loaded, cache_url, token).prewarm_status(), indent=2))
+    except CacheAPIError as exc:
         raise click.ClickException(str(exc)) from exc
 
 

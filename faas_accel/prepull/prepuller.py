@@ -39,28 +39,32 @@ are reported as `missing` and never pulled; `prepull once` then exits 1. The adm
 best passed in `NIC_CACHE_ADMIN_TOKEN` (a `--token` value shows in `ps`).
 
 The choice itself (`choose`, `missing`, `Candidate`) is the policy core's
-(nic_cache/policy/hold.py); `candidates` is pure too; the runtimes are thin wrappers whose errors
-(ctr's exit status, the docker SDK's and requests' exceptions) become `PrepullError`.
+(nic_cache/policy/hold.py); `candidates` is pure too; the NIC is asked through
+faas_accel/cacheapi.py; the runtimes are thin wrappers. Every error (the admin API's, ctr's
+exit status, the docker SDK's and requests' exceptions) becomes `PrepullError`. The
+fan-out (fanout.py) pulls what other VMs just deployed; cli.py is `faas-accel prepull`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import requests
 
-from faas_accel.admin_client import answer_error, transport_reason
 from nic_cache.errors import RegistryError
 from nic_cache.policy.hold import Candidate, choose, missing
 from nic_cache.reference import parse_image, validate_digest
+
+from ..cacheapi import CacheAPI, CacheAPIError, CachedImage, PopularImage
 
 log = logging.getLogger("faas_accel.prepull")
 
@@ -69,30 +73,20 @@ class PrepullError(RuntimeError):
     """The NIC or the runtime could not be asked; the message says which and why."""
 
 
-def candidates(images_doc: dict[str, Any], popular_doc: dict[str, Any]) -> list[Candidate]:
-    """Join `GET /api/v1/images` and `GET /api/v1/popular` into candidates, newest first.
-
-    Raises PrepullError when a document is not shaped as the NIC's admin API answers.
-    """
-    try:
-        scores = {p["image"]: float(p.get("score", 0)) for p in popular_doc.get("images", [])}
-        out = []
-        for i in sorted(images_doc.get("images", []), key=lambda i: -float(i.get("fetched_at", 0))):
-            known, stored = int(i.get("blobs_known", 0)), int(i.get("blobs_stored", 0))
-            digest = str(i.get("digest") or "")
-            image = str(i["image"])
-            out.append(
-                Candidate(
-                    image,
-                    digest,
-                    int(i.get("bytes_stored", 0)),
-                    bool(digest) and known > 0 and known == stored,
-                    scores.get(image, 0.0),
-                )
-            )
-    except (AttributeError, KeyError, TypeError, ValueError) as exc:
-        raise PrepullError(f"the NIC's image list is not what its admin API answers: {exc!r}") from exc
-    return out
+def candidates(images: Iterable[CachedImage], popular: Iterable[PopularImage]) -> list[Candidate]:
+    """Join what the NIC holds (`GET /api/v1/images`) and how it ranks it (`GET /api/v1/popular`)
+    into candidates, newest first. An image without a digest is never complete."""
+    scores = {p.image: p.score for p in popular}
+    return [
+        Candidate(
+            i.image,
+            i.digest or "",
+            i.bytes_stored,
+            bool(i.digest) and i.blobs_known > 0 and i.blobs_known == i.blobs_stored,
+            scores.get(i.image, 0.0),
+        )
+        for i in sorted(images, key=lambda i: -i.fetched_at)
+    ]
 
 
 class Runtime(Protocol):
@@ -276,11 +270,7 @@ class Prepuller:
         only: Sequence[str] = (),
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.cache_url = cache_url.rstrip("/")
-        self.session = requests.Session()
-        self.session.trust_env = False
-        if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+        self.api = CacheAPI(cache_url, token, timeout=30.0)
         self.mirror_host = mirror_host
         self.runtime = runtime
         self.limit, self.budget = limit, budget
@@ -289,28 +279,15 @@ class Prepuller:
 
     def close(self) -> None:
         """Close the connections to the NIC."""
-        self.session.close()
+        self.api.close()
 
-    def get_json(self, path: str) -> dict[str, Any]:
-        """`GET /api/v1/<path>` of the NIC as a JSON object; PrepullError otherwise."""
-        return self._get(path)
-
-    def _get(self, path: str) -> dict[str, Any]:
-        url = f"{self.cache_url}/api/v1/{path}"
+    @contextlib.contextmanager
+    def nic(self) -> Iterator[CacheAPI]:
+        """The NIC's admin API, its errors raised as PrepullError."""
         try:
-            with self.session.get(url, timeout=(10, 30)) as resp:
-                try:
-                    doc = resp.json()
-                except ValueError:
-                    doc = None
-                if resp.status_code != 200 or doc is None:
-                    raise PrepullError(f"GET /api/v1/{path}: {answer_error(resp, doc)}")
-        except requests.RequestException as exc:
-            reason = transport_reason(exc, 10 if isinstance(exc, requests.ConnectTimeout) else 30)
-            raise PrepullError(f"cannot reach the NIC cache at {self.cache_url}: {reason}") from exc
-        if not isinstance(doc, dict):
-            raise PrepullError(f"GET /api/v1/{path}: expected a JSON object, got {type(doc).__name__}")
-        return doc
+            yield self.api
+        except CacheAPIError as exc:
+            raise PrepullError(str(exc)) from exc
 
     def refs(self, candidate: Candidate) -> tuple[str, str]:
         """(by-digest reference to pull, mirror tag to name it) for a candidate.
@@ -325,7 +302,8 @@ class Prepuller:
         """One round. Raises PrepullError when the NIC or the runtime cannot be asked; a
         failed pull is reported in the result instead."""
         t0 = self.clock()
-        cached = candidates(self._get("images"), self._get(f"popular?limit={max(self.limit * 4, 20)}"))
+        with self.nic() as api:
+            cached = candidates(api.images(), api.popular(max(self.limit * 4, 20)))
         chosen = choose(cached, limit=self.limit, budget=self.budget, only=self.only)
         lacking = missing(cached, self.only)
         local = self.runtime.digests() if chosen else {}

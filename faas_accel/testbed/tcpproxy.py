@@ -60,6 +60,8 @@ class TcpProxy:
                 if not data:
                     break
                 if down and self.rate:
+                    # time the connection sat idle (keep-alive) is no credit: at most 0.1 s of burst
+                    start = max(start, time.monotonic() - sent / self.rate - 0.1)
                     sent += len(data)
                     ahead = sent / self.rate - (time.monotonic() - start)
                     if ahead > 0:

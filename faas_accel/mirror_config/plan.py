@@ -1,7 +1,7 @@
 """Plan the files that make container runtimes pull through the NIC cache.
 
 Pure: every function takes text and returns text (or raises), nothing here touches the file
-system; `mirror_config_cli` reads, backs up and writes. Three runtimes:
+system; `cli.py` reads, backs up and writes. Three runtimes:
 
 - containerd reads `<config_path>/<registry>/hosts.toml`, one per upstream registry: the cache
   first (pull and resolve only), the registry itself as the fallback `server`. containerd adds
@@ -190,15 +190,23 @@ def hosts_toml(
     """containerd's hosts.toml sending `registry` through `mirror`, the registry as fallback.
 
     `skip_verify` accepts a self-signed certificate on an https mirror (InvalidArgument on a
-    plain-http one, where it would mean nothing); `dial_timeout` 0 leaves the key out.
+    plain-http one, where it would mean nothing); `dial_timeout` 0 leaves the key out. A
+    mirror that is the registry's own server makes a file that only says where it answers
+    (how the lab's VMs reach plain-http registries).
     """
     mirror = parse_mirror(mirror)
     registry = parse_registry(registry)
     if skip_verify and mirror.plain_http:
         raise InvalidArgument(f"skip_verify applies to an https mirror, not {mirror.url}")
+    if mirror.url == registry.server:
+        header = [f"# Written by faas-accel: pull {registry.host} from {registry.server}."]
+    else:
+        header = [
+            f"# Written by faas-accel mirror-config: pull {registry.host} through the NIC cache,",
+            "# and from the registry itself when the cache cannot answer.",
+        ]
     lines = [
-        f"# Written by faas-accel mirror-config: pull {registry.host} through the NIC cache,",
-        "# and from the registry itself when the cache cannot answer.",
+        *header,
         f"server = {toml_string(registry.server)}",
         "",
         f"[host.{toml_string(mirror.url)}]",

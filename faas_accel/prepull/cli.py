@@ -24,9 +24,9 @@ from nic_cache.errors import NicCacheError, RegistryError
 from nic_cache.reference import HOST_RE, parse_image
 from nic_cache.units import parse_duration, parse_size
 
-from .admin_client import AdminError, check_url
-from .prepull import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
-from .prepull_fanout import Fanout
+from ..cacheapi import BadURL, check_url
+from .fanout import Fanout
+from .prepuller import ContainerdPuller, DockerPuller, Prepuller, PrepullError, Runtime, serve
 
 CREDS_ENV = "FAAS_ACCEL_REGISTRY_CREDS"  # user:password of the VM, for ctr --user
 
@@ -101,7 +101,7 @@ def _prepuller(kw: dict[str, Any]) -> Prepuller:
         raise click.BadParameter(str(exc), param_hint="--budget") from exc
     try:
         check_url(kw["cache_url"])
-    except AdminError as exc:
+    except BadURL as exc:
         raise click.BadParameter(str(exc), param_hint="--cache") from exc
     runtime: Runtime
     if kw["runtime"] == "containerd":

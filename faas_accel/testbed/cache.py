@@ -11,6 +11,7 @@ from typing import Any
 import requests
 import yaml
 
+from ..cacheapi import CacheAPI
 from .procs import Proc, free_port, stop, wait_for
 
 FAAS_ACCEL = [sys.executable, "-m", "faas_accel"]
@@ -93,10 +94,8 @@ class Cache:
         return {"Authorization": f"Bearer {TOKEN}"}
 
     def stats(self) -> dict[str, Any]:
-        resp = requests.get(f"{self.url}/api/v1/stats", headers=self.auth, timeout=10)
-        resp.raise_for_status()
-        data: dict[str, Any] = resp.json()
-        return data
+        with CacheAPI(self.url, TOKEN) as api:
+            return api.stats()
 
     def metric(self, name: str) -> float:
         """A summed metric value from /api/v1/stats (0 when absent)."""

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .client import CacheAPI
-from .errors import PrewarmConfigError, PrewarmError
+from ..cacheapi import CacheAPI, CacheAPIError
+from .errors import PrewarmConfigError
 from .loader import Loaded, load_prewarm_file
 from .runner import run_schedule
 from .spec import Schedule
@@ -155,7 +155,7 @@ class Scheduler:
         sent = self.clock()
         try:
             answer = self.api.heartbeat(self.holder, self.lease_ttl, self.registration())
-        except PrewarmError as exc:
+        except CacheAPIError as exc:
             if self._reachable:
                 log.warning("heartbeat failed (retrying every %g s): %s", self.beat, exc)
                 self._reachable = False
@@ -226,7 +226,7 @@ class Scheduler:
                 schedule, self.api, environ=self.environ, holder=self.holder, trigger=trigger,
                 scheduled=scheduled, request=request, limits=self.loaded.spec.limits,
             )  # fmt: skip
-        except PrewarmError as exc:
+        except CacheAPIError as exc:
             level = logging.INFO if exc.code == "NOT_LEADER" else logging.ERROR
             log.log(level, "prewarm %s: not started: %s", schedule.name, exc)
             return
@@ -268,7 +268,7 @@ class Scheduler:
         if self.leader:
             try:
                 self.api.release(self.holder)
-            except PrewarmError as exc:
+            except CacheAPIError as exc:
                 log.warning("could not release the prewarm lease: %s", exc)
 
     def stop(self) -> None:
