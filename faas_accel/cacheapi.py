@@ -151,6 +151,22 @@ class PopularImage:
 
 
 @dataclass(frozen=True)
+class PredictedImage:
+    """An image the eviction policy expects to be pulled soon (`GET /predicted`)."""
+
+    image: str
+    due: float = 0.0  # when its predicted use window opens
+    bytes: int = 0  # of the blobs the cache lacks
+    blobs: tuple[str, ...] = ()  # those blobs
+
+    @classmethod
+    def from_doc(cls, doc: Any) -> PredictedImage:
+        """From one item of the answer; raises BadAnswer."""
+        image: PredictedImage = _record(cls, doc, "an item of the cache's predicted plan")
+        return image
+
+
+@dataclass(frozen=True)
 class Progress:
     """How far a prefetch got (`POST /prefetch`, nic_cache/prefetch.py)."""
 
@@ -271,6 +287,12 @@ class CacheAPI:
             params["half_life"] = f"{half_life:g}s"
         doc = self.call("GET", "popular", params=params)
         return [PopularImage.from_doc(i) for i in _items(doc, "images")]
+
+    def predicted(self, *, budget: int, horizon: float) -> list[PredictedImage]:
+        """What the cache's eviction policy expects to be pulled within `horizon` seconds and
+        lacks, at most `budget` bytes of it, the soonest first."""
+        doc = self.call("GET", "predicted", params={"budget": str(budget), "horizon": f"{horizon:g}s"})
+        return [PredictedImage.from_doc(i) for i in _items(doc, "images")]
 
     def prefetch(
         self,

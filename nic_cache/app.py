@@ -44,6 +44,7 @@ def create_app(
     upstreams = upstreams or Upstreams(config)
     metrics = Metrics(store)
     store.on_index_error = metrics.index_write_errors.inc
+    store.on_evicted = metrics.count_eviction
     fills = Fills(
         store,
         wait_timeout=config.connect_timeout * (config.retries + 1) + config.read_timeout,

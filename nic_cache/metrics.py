@@ -111,6 +111,15 @@ class Metrics:
             "nic_cache_index_write_errors", "Index writes that failed (the request was served)",
             registry=own,
         )
+        self.evictions = Counter("nic_cache_evictions", "Eviction runs that dropped blobs", registry=own)
+        self.eviction_seconds = Counter(
+            "nic_cache_eviction_seconds", "Wall seconds eviction runs took (choosing and deleting)",
+            registry=own,
+        )
+        self.eviction_policy_seconds = Counter(
+            "nic_cache_eviction_policy_seconds",
+            "Of those, seconds the policy took to relearn, choose and save its state", registry=own,
+        )
         self.transcode_cpu = Counter(
             "nic_cache_transcode_cpu_seconds", "CPU seconds spent re-encoding layers", registry=own
         )
@@ -120,6 +129,12 @@ class Metrics:
         self.variants_served = Counter(
             "nic_cache_variants_served", "Manifests answered with re-encoded layers", registry=own
         )
+
+    def count_eviction(self, seconds: float, policy_seconds: float) -> None:
+        """One eviction run that dropped blobs (store.py), and how long it and its policy took."""
+        self.evictions.inc()
+        self.eviction_seconds.inc(seconds)
+        self.eviction_policy_seconds.inc(policy_seconds)
 
     def count_transcode(self, recoded: Recoded) -> None:
         """One layer re-encoded (transcoder.py), whatever its check said."""

@@ -17,8 +17,8 @@ from . import locks
 from .blobs import BlobFiles
 from .errors import NoRoom, StoreError
 from .index import BlobInfo, Index, PullRecord, TagEntry
-from .policy import LRU, Entry, Policy
-from .policy_state import choose_victims
+from .policy import LRU, Entry, Policy, Prefetch
+from .policy_state import choose_victims, predicted_prefetch
 
 __all__ = ["BlobInfo", "PullRecord", "Store", "TagEntry"]
 
@@ -43,6 +43,8 @@ class Store:
         self.low_watermark = low_watermark
         self.clock = clock
         self.policy = policy  # makes the eviction policy (nic_cache/policy) fed from the index
+        # told (seconds, of which the policy's) after each eviction that dropped blobs
+        self.on_evicted: Callable[[float, float], None] = lambda seconds, policy_seconds: None
         self.db_path = os.path.join(data_dir, "index.sqlite")
         try:
             os.makedirs(data_dir, exist_ok=True)
@@ -223,6 +225,8 @@ class Store:
         if fd is None:
             return []
         try:
+            started = time.monotonic()
+            policy_seconds = 0.0
             need = self._demand(incoming) - int(self.capacity * self.low_watermark)
             held = {k for k in (keep, *self.files.live_readers()) if k}
             # derived blobs (re-encodings of a stored layer, transcoder.py) go first: their
@@ -231,13 +235,23 @@ class Store:
             need -= sum(e.size for e in victims)
             chosen = [e.key for e in victims]
             if need > 0:  # the configured policy, with what it learned (policy_state.py)
+                chose = time.monotonic()
                 chosen += choose_victims(self.index, self.policy(), self.index.entries(), self.closure,
                                          need=need, now=self.clock(), keep=[*held, *chosen])  # fmt: skip
+                policy_seconds = time.monotonic() - chose
             for digest in chosen:
                 self.delete_blob(digest)
+            if chosen:
+                self.on_evicted(time.monotonic() - started, policy_seconds)
             return chosen
         finally:
             os.close(fd)  # evict.lock stays: it is one file, taken and left by every eviction
+
+    def predicted(self, policy: Policy, budget: int) -> list[Prefetch]:
+        """What `policy`, fed with what the eviction policy learned, would prefetch now within
+        `budget` bytes (read-only: it takes no lock and saves nothing)."""
+        return predicted_prefetch(self.index, policy, self.index.entries(), self.closure,
+                                  now=self.clock(), budget=budget)  # fmt: skip
 
 
 def derived_first(derived: Sequence[Entry], need: int, held: set[str]) -> list[Entry]:

@@ -19,7 +19,7 @@ from faas_accel.testbed.oci import skopeo_copy
 from faas_accel.testbed.procs import wait_for
 from nic_cache.config import load_config
 from nic_cache.policy import make_policy
-from nic_cache.policy_state import MAX_BYTES
+from nic_cache.policy_state import MAX_BYTES, SAVE_EVERY, forget_live
 from nic_cache.store import Store
 from tests.conftest import LAB, Seeded
 from tests.support.clock import FakeClock
@@ -88,6 +88,7 @@ class TestStore:
         assert store.evict() != []
         assert idle_times(saved_state(tmp_path, "predictive"), "lab/f:1") == 2
         store.close()
+        forget_live()  # a new process knows only what the index holds
 
         store = open_store()
         store.prune()  # what `cache serve` does at start
@@ -101,6 +102,43 @@ class TestStore:
         assert state is not None and state["images"]["lab/f:1"]["keys"] == [manifest, layer]
         store.close()
 
+
+    def test_a_worker_keeps_its_predictive_policy_live_between_saves(
+        self, tmp_path: Path, clock: FakeClock
+    ) -> None:
+        """An eviction within SAVE_EVERY of the last save learns the new pulls from the log
+        into the worker's live policy but does not rewrite the state; the next one after it does,
+        with everything learned."""
+        forget_live()
+        store = Store(str(tmp_path), capacity=350, low_watermark=0.9, clock=clock,
+                      policy=functools.partial(make_policy, "predictive", bin_seconds=1.0))  # fmt: skip
+        layer = put(store, clock, b"f" * 200)
+        manifest = put(store, clock, b"manifest of f")
+        store.link_manifest(manifest, [layer])
+
+        def pull_and_evict(filler: bytes) -> None:
+            clock.now += 10
+            store.log_pull("lab/f:1", manifest, "vm1")
+            put(store, clock, filler * 200)
+            assert store.evict() != []
+
+        pull_and_evict(b"x")  # the first eviction saves: one pull, no idle time yet
+        assert idle_times(saved_state(tmp_path, "predictive"), "lab/f:1") == 0
+        pull_and_evict(b"y")  # 11 s after that save: kept live, not saved
+        assert idle_times(saved_state(tmp_path, "predictive"), "lab/f:1") == 0
+        clock.now += SAVE_EVERY
+        pull_and_evict(b"z")
+        assert idle_times(saved_state(tmp_path, "predictive"), "lab/f:1") == 2
+        store.close()
+
+    def test_predictive_adopts_only_a_policy_that_learns_alike(self) -> None:
+        """Another `lead` or `capacity` (plans only) may share what was learned; other
+        bins may not."""
+        old = make_policy("predictive", bin_seconds=1.0)
+        old.on_use("i", ["k"], 0.0)
+        assert make_policy("predictive", bin_seconds=1.0, lead=5.0, capacity=9).adopt(old)
+        assert not make_policy("predictive", bin_seconds=2.0).adopt(old)
+        assert not make_policy("lru").adopt(old)
 
     def test_predictive_state_at_its_caps_fits_the_saved_bound(self) -> None:
         """2048 images of 64 digests each, every one of the 240 bins used: the state still fits

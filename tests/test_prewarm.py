@@ -63,7 +63,7 @@ limits: {concurrency: 2, bandwidth: 400Mbit}   # prewarm never starves live miss
 
 
 def utc(*args: int) -> float:
-    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[arg-type,misc]
 
 
 # -- prewarm.yml --------------------------------------------------------------------------
@@ -126,7 +126,7 @@ class TestSpec:
             ("schedules:\n  - name: a\n    interval: 1m\n    source: {popular: {top: 0}}\n",
              "p.yml:4: schedules[0].source.popular.top: need an integer >= 1"),
             ("schedules:\n  - name: a\n    interval: 1m\n    source: {images: [x], stack: s.yml}\n",
-             "p.yml:4: schedules[0].source: needs exactly one of popular, images or stack"),
+             "p.yml:4: schedules[0].source: needs exactly one of popular, images, stack or predicted"),
             ("schedules:\n  - name: a\n    interval: 1m\n    source: {images: [x]}\n"
              "  - name: a\n    interval: 2m\n    source: {images: [y]}\n",
              "p.yml:5: schedules[1].name: duplicate schedule name 'a'"),

@@ -17,7 +17,7 @@ from ..cacheapi import CacheAPI, CacheAPIError
 from .errors import PrewarmConfigError
 from .loader import read_stack
 from .plan import ImageResult, run_record
-from .spec import ImagesSource, Limits, Schedule, StackSource
+from .spec import ImagesSource, Limits, PredictedSource, Schedule, StackSource
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,8 @@ def source_images(schedule: Schedule, api: CacheAPI, environ: Mapping[str, str])
         return list(src.images)
     if isinstance(src, StackSource):
         return read_stack(src, environ)
+    if isinstance(src, PredictedSource):
+        return [p.image for p in api.predicted(budget=src.budget, horizon=src.horizon)]
     ranked = api.popular(src.top, window=src.window, min_pulls=src.min_pulls, half_life=src.half_life)
     return [p.image for p in ranked]
 

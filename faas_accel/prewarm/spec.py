@@ -24,7 +24,7 @@ from nic_cache.envvars import Path, expand_vars
 from nic_cache.errors import NicCacheError
 from nic_cache.prewarm.state import NAME_RE
 from nic_cache.reference import parse_image
-from nic_cache.units import parse_duration, parse_rate
+from nic_cache.units import parse_duration, parse_rate, parse_size
 
 from .cron import Cron, parse_cron
 from .errors import PrewarmConfigError
@@ -74,7 +74,16 @@ class StackSource:
     resolved: str  # relative paths are taken from the prewarm file's directory
 
 
-Source = PopularSource | ImagesSource | StackSource
+@dataclass(frozen=True, kw_only=True)
+class PredictedSource:
+    """What the cache's eviction policy expects to be pulled within `horizon` and lacks, at
+    most `budget` bytes of it (GET /api/v1/predicted; needs eviction: predictive)."""
+
+    budget: int  # bytes fetched per run at most
+    horizon: float = 1800.0  # seconds ahead a predicted use may be (30m)
+
+
+Source = PopularSource | ImagesSource | StackSource | PredictedSource
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +121,8 @@ class Schedule:
                                 "half_life": src.half_life}}  # fmt: skip
         if isinstance(src, ImagesSource):
             return {"images": list(src.images)}
+        if isinstance(src, PredictedSource):
+            return {"predicted": {"budget": src.budget, "horizon": src.horizon}}
         return {"stack": src.path}
 
 
@@ -138,8 +149,9 @@ _TOP_KEYS = ("cache", "timezone", "limits", "schedules")
 _CACHE_KEYS = ("url", "token")
 _LIMIT_KEYS = ("concurrency", "bandwidth")
 _SCHEDULE_KEYS = ("name", "cron", "interval", "timezone", "jitter", "source", "pin", "platforms")
-_SOURCE_KEYS = ("popular", "images", "stack")
+_SOURCE_KEYS = ("popular", "images", "stack", "predicted")
 _POPULAR_KEYS = ("top", "window", "min_pulls", "half_life")
+_PREDICTED_KEYS = ("budget", "horizon")
 
 class _Doc:
     """The parsed document with the line of every key and item, for error messages."""
@@ -229,7 +241,7 @@ def _schedule(item: Any, doc: _Doc, path: Path, base_dir: str | None) -> Schedul
         if interval < 1:
             raise doc.fail((*path, "interval"), f"must be at least 1s, got {raw['interval']!r}")
     if "source" not in raw:
-        raise doc.fail(path, f"schedule {name!r} needs a source (popular, images or stack)")
+        raise doc.fail(path, f"schedule {name!r} needs a source (popular, images, stack or predicted)")
     pin = raw.get("pin", False)
     if not isinstance(pin, bool):
         raise doc.fail((*path, "pin"), f"must be true or false, got {pin!r}")
@@ -248,9 +260,9 @@ def _schedule(item: Any, doc: _Doc, path: Path, base_dir: str | None) -> Schedul
 
 
 def _source(value: Any, doc: _Doc, path: Path, base_dir: str | None) -> Source:
-    raw = doc.mapping(value, path, _SOURCE_KEYS, "one of popular, images, stack")
+    raw = doc.mapping(value, path, _SOURCE_KEYS, "one of popular, images, stack, predicted")
     if len(raw) != 1:
-        raise doc.fail(path, "needs exactly one of popular, images or stack")
+        raise doc.fail(path, "needs exactly one of popular, images, stack or predicted")
     kind, spec = next(iter(raw.items()))
     at = (*path, kind)
     if kind == "popular":
@@ -264,6 +276,8 @@ def _source(value: Any, doc: _Doc, path: Path, base_dir: str | None) -> Source:
             min_pulls=_int(pop.get("min_pulls", 1), doc, (*at, "min_pulls"), least=0),
             half_life=_conv(parse_duration, pop.get("half_life", "1d"), doc, (*at, "half_life")),
         )
+    if kind == "predicted":
+        return _predicted(doc.mapping(spec, at, _PREDICTED_KEYS, "budget, horizon"), doc, at)
     if kind == "images":
         if not isinstance(spec, list) or not spec:
             raise doc.fail(at, "must be a non-empty list of image references")
@@ -277,6 +291,16 @@ def _source(value: Any, doc: _Doc, path: Path, base_dir: str | None) -> Source:
         raise doc.fail(at, "must be the path of an OpenFaaS stack file")
     resolved = spec if os.path.isabs(spec) or base_dir is None else os.path.join(base_dir, spec)
     return StackSource(path=spec, resolved=os.path.normpath(resolved))
+
+
+def _predicted(raw: dict[str, Any], doc: _Doc, at: Path) -> PredictedSource:
+    budget = _conv(parse_size, raw.get("budget", 0), doc, (*at, "budget"))
+    if budget <= 0:
+        raise doc.fail((*at, "budget"), "need the bytes one run may fetch, more than 0 (e.g. 2GiB)")
+    horizon = _conv(parse_duration, raw.get("horizon", "30m"), doc, (*at, "horizon"))
+    if horizon > 7 * 86400:
+        raise doc.fail((*at, "horizon"), f"must be at most 7d, got {raw['horizon']!r}")
+    return PredictedSource(budget=budget, horizon=horizon)
 
 
 def _image(value: Any) -> str:

@@ -1,6 +1,7 @@
 """The admin API (JSON, bearer token), health and metrics.
 
-Prewarming: `GET /popular` ranks images; a prewarm scheduler holds its lease with
+Prewarming: `GET /popular` ranks images, `GET /predicted` lists what the eviction policy
+expects to be pulled soon; a prewarm scheduler holds its lease with
 `POST /prewarm/heartbeat`, records runs with `POST /prewarm/runs` and `PUT /prewarm/runs/<id>`;
 operators read `GET /prewarm` and ask for a run with `POST /prewarm/<name>/run`.
 """
@@ -14,6 +15,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request
 
+from .. import predicted as predicted_plan
 from ..credentials import from_registry_auth
 from ..errors import NameInvalid, Unauthorized
 from ..images import delete_image, list_images
@@ -241,6 +243,14 @@ def popular_images(*, limit: int, window: float, half_life: float, min_pulls: in
             "vms": p.clients, "last_seen": p.last_seen, "size": size, "cached": cached,
         })  # fmt: skip
     return {"now": now, "window": window, "half_life": half_life, "images": images}
+
+
+@bp.get("/predicted")
+def predicted() -> Response:
+    """Images the eviction policy expects to be pulled within `horizon`, not yet stored:
+    `?budget=2GiB&horizon=30m` (the prewarm `predicted:` source fills them)."""
+    req = predicted_plan.parse_request(request.args)
+    return jsonify(predicted_plan.plan(services().store, services().config.eviction, req))
 
 
 @bp.get("/prewarm")

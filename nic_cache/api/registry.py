@@ -126,6 +126,7 @@ def _blob(svc: Services, route: Route, digest: str, client: Credential) -> Respo
             resp.content_length = size
         return resp
     got = svc.mirror.blob(route, digest, client=client)
+    headers["X-Cache"] = "hit" if isinstance(got, BlobHit) else "miss"  # as manifests say it
     if isinstance(got, BlobPassthrough):  # a Range may be ignored (RFC 9110 14.2): send it all
         svc.metrics.misses.labels("blob", route.upstream).inc()
         resp = Response(_counted(svc, got.chunks()), status=200, headers=headers,

@@ -111,6 +111,12 @@ class Policy:
     def restore(self, state: Mapping[str, Any]) -> None:
         """Take back what `state` returned (in a fresh instance, before any event)."""
 
+    def adopt(self, other: Policy) -> bool:
+        """Take over what `other` (an instance of the same policy and parameters, no longer
+        used) learned from image uses, as `restore(other.state())` would but without the copy;
+        False when this policy cannot (the default: its state is not learned from uses)."""
+        return False
+
     def load(self, entries: Iterable[Entry]) -> None:
         """Learn the current content from index rows: each inserted at `created` and, when
         read since, read `hits` times (at least once) with the last read at `last_access`.

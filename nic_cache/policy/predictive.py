@@ -23,7 +23,8 @@ its size (in MiB) raised to `size_weight` (0: furthest predicted next use first,
 trace halves the gap to Belady; see results/policy/).
 
 `prefetch_plan` offers images with a representative histogram whose window opens within
-`lead` seconds (or is open) and whose keys are not all stored, once per predicted use, the
+`lead` seconds (or is open) and whose keys are not all stored, once per predicted use
+(`once`; the cache's read-only plan endpoint turns it off and answers alike every time), the
 cheapest to hold first; with a `capacity` (bytes) it plans only what fits after dropping
 keys that cost more to keep than the image does.
 """
@@ -76,6 +77,7 @@ class Predictive(Policy):
         max_images: int = 2048,
         prefetch: bool = True,
         size_weight: float = 1.0,
+        once: bool = True,
     ) -> None:
         _check(bin_seconds > 0, "bin_seconds", "need seconds > 0", bin_seconds)
         _check(1 <= bins <= 10_080, "bins", "need 1 to 10080 bins", bins)
@@ -99,6 +101,7 @@ class Predictive(Policy):
         self.lead, self.capacity = float(lead), int(capacity)
         self.max_images, self.prefetch = int(max_images), bool(prefetch)
         self.size_weight = float(size_weight)
+        self.once = bool(once)  # plan an image once per predicted use (False: at every call)
         self.images: OrderedDict[str, _Image] = OrderedDict()  # least recently used first
         self.holders: dict[str, set[str]] = {}  # key -> images that hold it
         self.key_size: dict[str, int] = {}  # sizes of the tracked images' keys, stored or not
@@ -230,7 +233,7 @@ class Predictive(Policy):
             return []
         due: list[tuple[float, float, str, tuple[str, ...], int]] = []
         for name, img in self.images.items():
-            if img.window is None or img.planned_for == img.last:
+            if img.window is None or (self.once and img.planned_for == img.last):
                 continue
             start, end = img.last + img.window[0], img.last + img.window[1]
             if not start - self.lead <= now <= end:
@@ -262,7 +265,8 @@ class Predictive(Policy):
                 room, taken = room + freed, j
             room -= need
             budget -= need
-            self.images[name].planned_for = self.images[name].last
+            if self.once:
+                self.images[name].planned_for = self.images[name].last
             plan.append(Prefetch(name, missing, need, start))
         plan.sort(key=lambda p: p.due)
         return plan
@@ -275,6 +279,15 @@ class Predictive(Policy):
         images = {name: {"keys": list(img.keys), "last": img.last, "hist": img.hist.state(),
                          "ewma": img.ewma} for name, img in self.images.items()}  # fmt: skip
         return {"images": images, "sizes": {k: self.key_size[k] for k in self.holders if k in self.key_size}}
+
+    def adopt(self, other: Policy) -> bool:
+        """Share `other`'s images, histograms and key sizes when it predicts as this one does
+        (only `lead` and `capacity`, which shape prefetch plans, may differ)."""
+        if not isinstance(other, Predictive) or _learning(other) != _learning(self):
+            return False
+        self.images, self.holders = other.images, other.holders
+        self.key_size = {k: s for k, s in other.key_size.items() if k in other.holders}
+        return True
 
     def restore(self, state: Mapping[str, Any]) -> None:
         sizes = dict(state.get("sizes", {}))
@@ -290,6 +303,11 @@ class Predictive(Policy):
         for key in self.holders:
             if key in sizes:
                 self.key_size[key] = int(sizes[key])
+
+
+def _learning(p: Predictive) -> tuple[float, ...]:
+    return (p.bin_seconds, p.bins, p.head, p.tail, p.margin, p.min_samples, p.max_cv, p.max_oob,
+            p.ewma_weight, p.horizon, p.max_images, p.size_weight)  # fmt: skip
 
 
 def _check(ok: bool, param: str, need: str, value: object) -> None:
