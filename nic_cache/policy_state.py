@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     from .index import Index
 
 log = logging.getLogger(__name__)
-MAX_BYTES = 16 * 1024 * 1024  # predictive at its caps: 2048 images x (64 digests + 240 bins)
+# predictive at its caps (2048 images x (64 digests + 240 bins), every digest sized) is 25 MB
+MAX_BYTES = 32 * 1024 * 1024
 SAVE_EVERY = 30.0  # seconds between two saves of a use-learned state by one worker
 
 # the last pull fed to the policy is (pull_ts, pull_rowid) of `pulls`; (0, 0) before any

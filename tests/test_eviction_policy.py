@@ -141,17 +141,19 @@ class TestStore:
         assert not make_policy("lru").adopt(old)
 
     def test_predictive_state_at_its_caps_fits_the_saved_bound(self) -> None:
-        """2048 images of 64 digests each, every one of the 240 bins used: the state still fits
-        under MAX_BYTES, and images past max_images or digests past MAX_KEYS are dropped."""
+        """2048 images of 64 digests each, every digest's size known, every one of the 240 bins
+        used: the state still fits under MAX_BYTES, and images past max_images or digests past
+        MAX_KEYS are dropped."""
         digest = "sha256:" + "ab" * 32
         hist = {"counts": {str(b): 1000 for b in range(300)}, "n": 300_000, "total": 1e9, "total_sq": 1e15}
         images = {f"registry.example/team-{i}/function-{i}:v{i}": {
             "keys": [f"{digest[:-6]}{i:03x}{k:03x}" for k in range(70)], "last": 1e9 + i, "hist": hist,
             "ewma": 600.0} for i in range(2100)}  # fmt: skip
+        sizes = {key: 123_456_789 for image in images.values() for key in image["keys"]}
         p = make_policy("predictive")
-        p.restore({"images": images, "sizes": {}})
+        p.restore({"images": images, "sizes": sizes})
         state = p.state()
-        assert len(state["images"]) == 2048
+        assert len(state["images"]) == 2048 and len(state["sizes"]) == 2048 * 64
         assert max(len(img["keys"]) for img in state["images"].values()) == 64
         assert max(len(img["hist"]["counts"]) for img in state["images"].values()) == 240
         assert len(json.dumps(state, separators=(",", ":"))) < MAX_BYTES
