@@ -1,7 +1,9 @@
-"""Reading /proc/<pid>/stat: one parser for every place that asks whether a process lives."""
+"""Reading /proc/<pid>/stat: one parser for every place that asks whether a process lives
+or how much CPU it has used."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 
@@ -19,3 +21,13 @@ def running(pid: int) -> bool:
     """True if `pid` exists and is not a zombie (a zombie has ended; only its exit status is left)."""
     fields = stat_fields(pid)
     return fields is not None and fields[0] != "Z"
+
+
+def cpu_seconds(pid: int, *, reaped: bool = False) -> float | None:
+    """User + system CPU seconds `pid` has used (fields 14-15), with `reaped` also those of its
+    children it has waited for (fields 16-17); None if the process is gone."""
+    fields = stat_fields(pid)
+    if fields is None:
+        return None
+    ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if reaped else 0)
+    return ticks / os.sysconf("SC_CLK_TCK")

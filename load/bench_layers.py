@@ -31,8 +31,6 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import requests
-
 from faas_accel.testbed.procs import run
 from faas_accel.testbed.registry import Registry
 from faas_accel.testbed.runtimes import Containerd
@@ -98,39 +96,14 @@ def recode_pinned(src: Path, dst: Path, encoding: str, level: int, cpu: int) -> 
     return result
 
 
-def push_blob(registry: Registry, repo: str, digest: str, path: Path) -> None:
-    """Monolithic upload of one blob file, unless the registry has it."""
-    if requests.head(f"{registry.url}/v2/{repo}/blobs/{digest}", timeout=10).status_code == 200:
-        return
-    start = requests.post(f"{registry.url}/v2/{repo}/blobs/uploads/", timeout=10)
-    start.raise_for_status()
-    location = start.headers["Location"]
-    if location.startswith("/"):
-        location = registry.url + location
-    sep = "&" if "?" in location else "?"
-    with open(path, "rb") as body:
-        put = requests.put(
-            f"{location}{sep}digest={digest}",
-            data=body,
-            timeout=300,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    put.raise_for_status()
-
-
 def push_variant(
     registry: Registry, repo: str, tag: str, manifest: dict[str, Any], blobs: dict[str, Path]
 ) -> None:
+    """Push one variant: the blobs the registry lacks (variants share the config), then the manifest."""
     for descriptor in [manifest["config"], *manifest["layers"]]:
-        push_blob(registry, repo, descriptor["digest"], blobs[descriptor["digest"]])
-    body = json.dumps(manifest).encode()
-    resp = requests.put(
-        f"{registry.url}/v2/{repo}/manifests/{tag}",
-        data=body,
-        timeout=30,
-        headers={"Content-Type": OCI_MANIFEST},
-    )
-    resp.raise_for_status()
+        if not registry.has_blob(repo, descriptor["digest"]):
+            registry.push_blob(repo, descriptor["digest"], blobs[descriptor["digest"]])
+    registry.push_manifest(repo, tag, json.dumps(manifest).encode(), OCI_MANIFEST)
 
 
 def build_variants(

@@ -26,6 +26,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -37,11 +38,17 @@ if __package__ in (None, ""):  # run as a file: make the repository root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import requests
+import yaml
 
 from faas_accel.bench.policy_sim import ImageModel
+from faas_accel.bench.rss import memory
 from faas_accel.bench.trace import load_trace
+from faas_accel.cacheapi import CacheAPI
+from faas_accel.procfs import cpu_seconds
+from faas_accel.testbed.cache import FAAS_ACCEL, TOKEN, Cache
+from faas_accel.testbed.procs import Proc, session, stop
+from faas_accel.testbed.registry import Registry
 from load.replay_report import render, summary
-from load.replay_servers import CacheServer, Scheduler, Upstream, session, workdir
 from load.replay_workload import (
     MANIFEST,
     UPSTREAM,
@@ -62,6 +69,8 @@ VARIANTS = {
     "predictive": ("predictive", False, "predictive-evict"),
     "predictive+prefetch": ("predictive", True, "predictive"),
 }
+# the cache's config on top of testbed's: tags last the whole run, timeouts for a loaded machine
+CACHE_SETTINGS = {"tag_ttl": "30d", "connect_timeout": "5s", "read_timeout": "30s", "verify_on_start": "off"}
 
 
 @dataclass
@@ -93,7 +102,7 @@ def pull_image(http: requests.Session, url: str, fn: int) -> bool:
     return hit
 
 
-def push_workload(upstream: Upstream, work: Workload) -> int:
+def push_workload(upstream: Registry, work: Workload) -> int:
     """Push every image; returns the bytes of all blobs (layers, configs, manifests)."""
     home: dict[str, str] = {}  # layer digest -> repository it was first pushed to
     total = 0
@@ -147,30 +156,52 @@ def run_one(work: Workload, upstream_url: str, variant: str, capacity_bytes: int
     eviction: dict[str, Any] = {"policy": policy}
     if policy == "predictive":
         eviction.update(predictive_params(minute_seconds))
-    where = workdir(f"replay-{variant.replace('+', '-')}-", parent)
-    cache = scheduler = None
+    where = Path(tempfile.mkdtemp(prefix=f"replay-{variant.replace('+', '-')}-", dir=parent))
+    settings = {**CACHE_SETTINGS, "capacity": capacity_bytes, "low_watermark": low_watermark,
+                "eviction": eviction}  # fmt: skip
+    cache = Cache({UPSTREAM: upstream_url}, workers=workers, threads=max(8, concurrency), extra=settings,
+                  workdir=where, env={"NIC_CACHE_LOG_LEVEL": "WARNING"})  # fmt: skip
+    scheduler = None
     try:
-        cache = CacheServer(where, {UPSTREAM: upstream_url}, {
-            "capacity": capacity_bytes, "low_watermark": low_watermark, "eviction": eviction,
-            "workers": workers, "threads": max(8, concurrency)})  # fmt: skip
+        cache.start(timeout=60)
         if prefetch:
-            scheduler = Scheduler(where, cache, [_predicted_schedule(work, minute_seconds)],
-                                  {"concurrency": 4, "bandwidth": 0})  # fmt: skip
+            scheduler = start_scheduler(where, cache, _predicted_schedule(work, minute_seconds))
         pulls, wall = replay(work, cache.url, minute_seconds, concurrency)
         if record is not None:
             record.extend(pulls)
-        cpu, rss = cache.usage()
-        metrics = cache.api("stats")["metrics"]
-        prefetched = _prefetched(cache, wall + work.model.learn * minute_seconds) if prefetch else 0
-        sched_cpu = scheduler.usage()[0] if scheduler else 0.0
+        assert cache.proc is not None
+        cpu, rss = usage([cache.proc.pid, *cache.worker_pids()])
+        with CacheAPI(cache.url, TOKEN, timeout=60) as api:
+            metrics = api.stats()["metrics"]
+            prefetched = _prefetched(api, wall + work.model.learn * minute_seconds) if prefetch else 0
+        sched_cpu = usage([scheduler.pid])[0] if scheduler else 0.0
     finally:
         if scheduler is not None:
-            scheduler.close()
-        if cache is not None:
-            cache.close()
+            stop(scheduler)
+        cache.close()
         shutil.rmtree(where, ignore_errors=True)
     return summary(pulls, work.model.learn, metrics, cpu=cpu, rss=rss, prefetch_bytes=prefetched,
                    scheduler_cpu=sched_cpu)  # fmt: skip
+
+
+def start_scheduler(where: Path, cache: Cache, schedule: dict[str, Any]) -> Proc:
+    """`faas-accel prewarm run` with the one `schedule` against `cache`."""
+    doc = {"cache": {"url": cache.url, "token": TOKEN}, "limits": {"concurrency": 4, "bandwidth": 0},
+           "schedules": [schedule]}  # fmt: skip
+    (where / "prewarm.yml").write_text(yaml.safe_dump(doc))
+    return Proc([*FAAS_ACCEL, "prewarm", "run", "--config", where / "prewarm.yml"], where / "prewarm.log")
+
+
+def usage(pids: list[int]) -> tuple[float, int]:
+    """(CPU seconds, summed peak RSS bytes) of the live `pids`; the first one's reaped children
+    count in its CPU time (a worker gunicorn replaced)."""
+    cpu, peak = 0.0, 0
+    for i, pid in enumerate(pids):
+        used = cpu_seconds(pid, reaped=i == 0)
+        if used is not None:
+            cpu += used
+            peak += memory(pid).get("VmHWM", 0) * 1024
+    return cpu, peak
 
 
 def _predicted_schedule(work: Workload, minute_seconds: float) -> dict[str, Any]:
@@ -183,8 +214,8 @@ def _predicted_schedule(work: Workload, minute_seconds: float) -> dict[str, Any]
             "horizon": f"{horizon:.3f}s"}}}  # fmt: skip
 
 
-def _prefetched(cache: CacheServer, since: float) -> int:
-    runs = cache.api("prewarm/runs", name="predicted", limit=100_000)["runs"]
+def _prefetched(api: CacheAPI, since: float) -> int:
+    runs = api.runs("predicted", limit=100_000)
     return sum(int((r.get("result") or {}).get("bytes_fetched") or 0) for r in runs
                if float(r.get("started") or 0) >= since)  # fmt: skip
 
@@ -218,10 +249,10 @@ def main(argv: list[str] | None = None) -> int:
     work = Workload.build(trace, ImageModel(learn=args.minutes // 2), args.scale)
     results: dict[str, Any] = {"setup": {**{k: v for k, v in vars(args).items() if k not in ("json", "save")},
                                          "trace": str(args.trace)}, "capacities": {}}  # fmt: skip
-    home = workdir("replay-upstream-", args.data_dir)
-    upstream = None
+    home = Path(tempfile.mkdtemp(prefix="replay-upstream-", dir=args.data_dir))
+    upstream = Registry(workdir=home)
     try:
-        upstream = Upstream(home)
+        upstream.start(timeout=20)
         total = push_workload(upstream, work)
         results["workload"] = _describe(work, total, time.monotonic() - started)
         _progress(f"pushed {len(work.images.keys)} images, {total / 1e6:.1f} MB")
@@ -240,8 +271,7 @@ def main(argv: list[str] | None = None) -> int:
             row["belady (simulator)"] = {"simulator_hit_ratio": sim["belady"]}
             results["capacities"][f"{cap:g}"] = row
     finally:
-        if upstream is not None:
-            upstream.close()
+        upstream.close()
         shutil.rmtree(home, ignore_errors=True)
     results["seconds"] = round(time.monotonic() - started, 1)
     text = render(results)

@@ -51,7 +51,7 @@ import requests
 from faas_accel.cacheapi import CacheAPI
 from faas_accel.testbed import oci
 from faas_accel.testbed.cache import TOKEN, Cache
-from faas_accel.testbed.procs import Proc, stop
+from faas_accel.testbed.procs import Proc, session, stop
 from faas_accel.testbed.registry import Registry
 from faas_accel.testbed.tcpproxy import TcpProxy
 from nic_cache.policy import LRU
@@ -233,10 +233,9 @@ def replay(cache: Cache, functions: list[Function], deploys: list[Deploy], day_s
     late = 0.0
 
     def one(d: Deploy) -> None:
-        session = getattr(local, "session", None)
-        if session is None:
-            session = local.session = requests.Session()
-            session.trust_env = False
+        http = getattr(local, "http", None)
+        if http is None:
+            http = local.http = session()
             local.api = CacheAPI(cache.url, TOKEN, timeout=30)
         fn = functions[d.fn]
         local.api.report_deploy(fn.ref, fn.name, vm=f"vm{d.vm}")
@@ -245,12 +244,12 @@ def replay(cache: Cache, functions: list[Function], deploys: list[Deploy], day_s
         hit = stored(cache, fn)
         t0 = time.monotonic()
         try:
-            pull(session, cache, fn)
+            pull(http, cache, fn)
             failed = 0
         except (requests.RequestException, RuntimeError) as exc:
             print(f"  pull of {fn.ref} failed, retrying: {exc}", flush=True)
             failed = 1
-            pull(session, cache, fn)
+            pull(http, cache, fn)
         took = time.monotonic() - t0
         if outcome is None:
             return

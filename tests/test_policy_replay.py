@@ -4,15 +4,14 @@ worked out by hand, and the simulator on the same trace agreeing."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from faas_accel.bench.policy_sim import ImageModel
 from faas_accel.bench.trace import Trace
+from faas_accel.testbed.registry import Registry
 from load.bench_policy_replay import Pull, push_workload, run_one
-from load.replay_servers import Upstream, workdir
 from load.replay_workload import Workload, offsets, slice_trace
 from tests.conftest import require
 
@@ -26,15 +25,10 @@ HITS = [2, 7]
 
 
 @pytest.fixture
-def upstream() -> Iterator[Upstream]:
+def upstream() -> Iterator[Registry]:
     require("docker-registry", root=False)
-    home = workdir("replay-test-upstream-")
-    up = Upstream(home)
-    try:
+    with Registry() as up:
         yield up
-    finally:
-        up.close()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 class TestWorkload:
@@ -53,7 +47,7 @@ class TestWorkload:
 
 @pytest.mark.integration
 class TestReplay:
-    def test_lru_hits_worked_out_by_hand(self, upstream: Upstream) -> None:
+    def test_lru_hits_worked_out_by_hand(self, upstream: Registry) -> None:
         """The service and the simulator both find the two hits a hand-run LRU finds."""
         work = Workload.build(TRACE, MODEL, 1.0)
         assert len({size for size in work.images.sizes.values()}) == 1

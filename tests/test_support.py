@@ -102,6 +102,29 @@ class TestRegistry:
         assert sha256(skopeo_raw(ref)) == small.digest
         assert registry.blob_gets(blob) == {blob: 1}
 
+    def test_http_pushes_upload_mount_and_tag(
+        self, registry_factory: Callable[..., Registry], tmp_path: Path
+    ) -> None:
+        """push_blob uploads bytes or a file in one PUT, a mount is one POST and no upload, and
+        the pushed manifest is served byte for byte under its tag."""
+        registry = registry_factory()
+        img = oci.image([oci.random_layer(50_000, seed=7)])
+        layer = img.layers[0]
+        (tmp_path / "layer").write_bytes(layer.bytes)
+        assert not registry.has_blob("lab/a", layer.digest)
+
+        registry.push_blob("lab/a", layer.digest, tmp_path / "layer")
+        registry.push_blob("lab/a", img.config.digest, img.config.bytes)
+        registry.push_manifest("lab/a", "1", img.bytes, img.media_type)
+        registry.push_blob("lab/b", layer.digest, layer.bytes, mount_from="lab/a")
+
+        assert registry.has_blob("lab/a", layer.digest) and registry.has_blob("lab/b", layer.digest)
+        writes = [(r.method, r.path.split("/")[3], r.status) for r in registry.requests()
+                  if r.method in ("POST", "PUT")]  # fmt: skip
+        assert writes == [("POST", "a", 202), ("PUT", "a", 201), ("POST", "a", 202), ("PUT", "a", 201),
+                          ("PUT", "a", 201), ("POST", "b", 201)]  # fmt: skip
+        assert skopeo_raw(f"{registry.host}/lab/a:1") == img.bytes
+
     def test_proxy_mode_is_the_peer_we_measure_against(
         self, registry_factory: Callable[..., Registry], tmp_path: Path
     ) -> None:

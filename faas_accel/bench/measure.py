@@ -17,6 +17,7 @@ import requests
 from faas_accel.lab import daemons
 from faas_accel.lab.seed import answers
 from faas_accel.lab.spec import NIC, NIC_IP, VM, LabSpec
+from faas_accel.testbed.procs import session
 
 MANIFEST_TYPES = ", ".join(
     [
@@ -41,13 +42,6 @@ def run_cmd(argv: list[str], *, timeout: float = 900, **kw: Any) -> subprocess.C
         raise BenchError(f"{' '.join(argv[:6])} ... ran over {timeout:.0f} s") from exc
     except OSError as exc:
         raise BenchError(f"cannot run {argv[0]}: {exc}") from exc
-
-
-def session() -> requests.Session:
-    """HTTP to the lab only: proxy variables from the environment are ignored."""
-    s = requests.Session()
-    s.trust_env = False
-    return s
 
 
 class VmCtr:

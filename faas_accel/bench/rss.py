@@ -30,7 +30,7 @@ class RssSampler(threading.Thread):
     def sample(self) -> None:
         total = 0
         for pid in tree(self.root):
-            status = _status(pid)
+            status = memory(pid)
             total += status.get("VmRSS", 0)
             self.peak_hwm = max(self.peak_hwm, status.get("VmHWM", 0))
             if status:
@@ -62,8 +62,8 @@ def tree(root: int) -> list[int]:
     return out
 
 
-def _status(pid: int) -> dict[str, int]:
-    """VmRSS/VmHWM of a process in KiB ({} if it is gone)."""
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS (resident now) and VmHWM (peak resident) of a process in KiB ({} if it is gone)."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
+import signal
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import requests
 import yaml
 
 from ..cacheapi import CacheAPI
-from .procs import Proc, free_port, stop, wait_for
+from .procs import Proc, free_port, http_answers, pid_alive, stop, wait_for
 
 FAAS_ACCEL = [sys.executable, "-m", "faas_accel"]
 TOKEN = "test-admin-token"
@@ -21,8 +24,9 @@ TOKEN = "test-admin-token"
 class Cache:
     """A running cache with a config pointing at the given upstreams.
 
-    `upstreams` maps registry host -> URL. `stop()`/`start()` keep data and port, so a test
-    can restart it; `close()` stops it and removes its files.
+    `upstreams` maps registry host -> URL; `extra` is config on top of the defaults below and
+    `env` the server's extra environment. `stop()`/`start()` keep data and port, so a test can
+    restart it; `close()` stops it and removes its files (`workdir` only if it made it).
     """
 
     def __init__(
@@ -35,8 +39,12 @@ class Cache:
         host: str = "127.0.0.1",
         extra: dict[str, Any] | None = None,
         data_dir: Path | None = None,
+        workdir: Path | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="nic-cache-test-"))
+        self._owns_dir = workdir is None
+        self.dir = Path(workdir or tempfile.mkdtemp(prefix="nic-cache-test-"))
+        self.env = dict(env or {})
         self.port = free_port(host)
         self.host = f"{host}:{self.port}"
         self.url = f"http://{self.host}"
@@ -65,21 +73,26 @@ class Cache:
 
     def start(self, timeout: float = 30.0) -> Cache:
         self.proc = Proc(
-            [*FAAS_ACCEL, "cache", "serve", "--config", str(self.config_path)], self.log,
+            [*FAAS_ACCEL, "cache", "serve", "--config", str(self.config_path)], self.log, env=self.env,
         )
-        self.proc.wait_until(lambda: _answers(f"{self.url}/v2/"), timeout, f"cache at {self.url}")
+        self.proc.wait_until(lambda: http_answers(f"{self.url}/v2/"), timeout, f"cache at {self.url}")
         return self
 
     def stop(self) -> None:
         if self.proc is not None:
-            stop(self.proc)
+            workers = self.worker_pids()
+            if stop(self.proc) == -signal.SIGKILL:  # a killed master leaves its workers orphaned
+                for pid in filter(pid_alive, workers):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
             self.proc = None
 
     def close(self) -> None:
         try:
             self.stop()
         finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+            if self._owns_dir:
+                shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> Cache:
         return self.start()
@@ -124,11 +137,3 @@ class Cache:
         """Until no fill is in flight."""
         wait_for(lambda: self.metric("nic_cache_fills_in_flight") == 0 and not self.tmp_files(),
                  timeout, "the cache's fills to finish")
-
-
-def _answers(url: str) -> bool:
-    try:
-        requests.get(url, timeout=2).close()
-        return True
-    except requests.RequestException:
-        return False

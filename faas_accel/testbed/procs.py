@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+import requests
+
 from faas_accel.procfs import running
 
 T = TypeVar("T")
@@ -41,6 +43,13 @@ def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS}
     env.update(extra or {})
     return env
+
+
+def session() -> requests.Session:
+    """Return a requests session that ignores proxy settings (loopback and lab addresses)."""
+    http = requests.Session()
+    http.trust_env = False
+    return http
 
 
 def free_port(host: str = "127.0.0.1") -> int:

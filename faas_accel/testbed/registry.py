@@ -1,4 +1,5 @@
-"""A real CNCF distribution registry on loopback, with request counting from its log.
+"""A real CNCF distribution registry on loopback, with request counting from its log and
+pushes through its HTTP API.
 
 distribution 2.8 logs each request twice: a logrus line (``msg="response
 completed"`` for 2xx/3xx, ``msg="response completed with error"`` otherwise)
@@ -10,6 +11,7 @@ has finished reading will find its request already counted.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -19,9 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import requests
 import yaml
 
-from .procs import Proc, free_port, http_answers, stop
+from .procs import Proc, free_port, http_answers, session, stop
 
 BLOB_PATH = re.compile(r"^/v2/(?P<repo>.+)/blobs/(?P<digest>[a-z0-9]+:[0-9a-f]+)$")
 MANIFEST_PATH = re.compile(r"^/v2/(?P<repo>.+)/manifests/(?P<ref>[^/]+)$")
@@ -72,6 +75,7 @@ class Registry:
         self.proxy = proxy
         self.auth = auth  # distribution's `auth:` section (see htpasswd_auth, TokenServer)
         self.proc: Proc | None = None
+        self._http: requests.Session | None = None
         self.storage.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(self.config()))
 
@@ -108,6 +112,9 @@ class Registry:
 
     def stop(self) -> None:
         """Stop the process; storage and log are kept for a later ``start()``."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
         if self.proc is not None:
             stop(self.proc)
             self.proc = None
@@ -123,6 +130,43 @@ class Registry:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    # -- pushes through the registry API ---------------------------------------------------------
+
+    @property
+    def http(self) -> requests.Session:
+        """One keep-alive session to this registry (no proxy), closed by ``stop()``."""
+        if self._http is None:
+            self._http = session()
+        return self._http
+
+    def has_blob(self, repo: str, digest: str) -> bool:
+        """True if ``repo`` holds the blob ``digest``."""
+        return self.http.head(f"{self.url}/v2/{repo}/blobs/{digest}", timeout=30).status_code == 200
+
+    def push_blob(self, repo: str, digest: str, data: bytes | Path, *, mount_from: str | None = None) -> None:
+        """Upload one blob in a single PUT (a ``Path`` is streamed from its file) or, with
+        ``mount_from``, mount it from that repository, uploading it if the registry will not."""
+        params = {"mount": digest, "from": mount_from} if mount_from else None
+        start = self.http.post(f"{self.url}/v2/{repo}/blobs/uploads/", params=params, timeout=30)
+        if start.status_code == 201:  # mounted
+            return
+        start.raise_for_status()
+        location = start.headers["Location"]
+        if location.startswith("/"):
+            location = self.url + location
+        with open(data, "rb") if isinstance(data, Path) else contextlib.nullcontext(data) as body:
+            put = self.http.put(location, params={"digest": digest}, data=body, timeout=300,
+                                headers={"Content-Type": "application/octet-stream"})  # fmt: skip
+        put.raise_for_status()
+
+    def push_manifest(self, repo: str, reference: str, body: bytes, media_type: str) -> None:
+        """PUT a manifest under ``reference`` (a tag or its digest)."""
+        resp = self.http.put(f"{self.url}/v2/{repo}/manifests/{reference}", data=body, timeout=30,
+                             headers={"Content-Type": media_type})  # fmt: skip
+        resp.raise_for_status()
+
+    # -- the request log ------------------------------------------------------------------------
 
     def requests(self) -> list[Request]:
         """Every request logged so far, in order, each exactly once."""
