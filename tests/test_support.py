@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from faas_accel.dockerd import dockerd_argv
 from faas_accel.testbed import oci
 from faas_accel.testbed.procs import run, wait_for
 from faas_accel.testbed.registry import Registry
@@ -193,3 +194,19 @@ class TestDockerd:
         assert pulled.id == seeded.hello.config_digest
         out = client.containers.run(f"{repo}:1", network_mode="none", remove=True)
         assert out.decode().strip() == HELLO_TEXT
+
+
+class TestDockerdArgv:
+    @pytest.mark.parametrize("namespace", [None, "vm1"], ids=["own-containerd", "shared-containerd"])
+    def test_never_a_bridge_or_iptables_and_private_roots(self, namespace: str | None) -> None:
+        """Every dockerd the project starts gets the hard rule's flags and the caller's roots."""
+        argv = dockerd_argv(data_root="/d", exec_root="/e", pidfile="/e.pid", sock="/s.sock",
+                            config="/c.json", containerd_namespace=namespace, extra=["--debug"])  # fmt: skip
+        assert argv[:4] == ["dockerd", "--bridge=none", "--iptables=false", "--ip-masq=false"]
+        assert {"--data-root=/d", "--exec-root=/e", "--pidfile=/e.pid", "-H=unix:///s.sock",
+                "--config-file=/c.json"} <= set(argv)  # fmt: skip
+        spaced = [a for a in argv if a.startswith("--containerd")]
+        expected = [f"--containerd-namespace={namespace}",
+                    f"--containerd-plugins-namespace={namespace}-plugins"]
+        assert spaced == (expected if namespace else [])
+        assert argv[-1] == "--debug"

@@ -14,6 +14,7 @@ from typing import Any
 
 import requests
 
+from faas_accel.dockerd import dockerd_argv
 from faas_accel.lab import daemons
 from faas_accel.lab.seed import answers
 from faas_accel.lab.spec import NIC, NIC_IP, VM, LabSpec
@@ -134,17 +135,8 @@ class DockerLoader:
         self.config.write_text("{}\n")
         self.daemon = daemons.start(
             "bench-dockerd",
-            [
-                "dockerd",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                f"--data-root={self.data_root}",
-                f"--exec-root={self.exec_root}",
-                f"--pidfile={self.exec_root}.pid",
-                f"-H=unix://{self.sock}",
-                f"--config-file={self.config}",
-            ],
+            dockerd_argv(data_root=self.data_root, exec_root=self.exec_root,
+                         pidfile=f"{self.exec_root}.pid", sock=self.sock, config=self.config),
             self.sock.with_suffix(".log"),
             netns=self.netns,
         )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 
+from ..dockerd import dockerd_argv
 from ..mirror_config.plan import Registry, hosts_toml
 from . import daemons, net
 from .daemons import Daemon
@@ -72,19 +73,8 @@ def start_vm(spec: LabSpec, vm: VM, p: dict[str, Path]) -> list[Daemon]:
         )
         rt = daemons.start(
             "dockerd",
-            [
-                "dockerd",
-                "--bridge=none",
-                "--iptables=false",
-                "--ip-masq=false",
-                f"--data-root={disk / 'docker'}",
-                f"--exec-root={d / 'docker-exec'}",
-                f"--pidfile={d / 'docker.pid'}",
-                f"-H=unix://{sock}",
-                f"--config-file={d / 'daemon.json'}",
-                f"--containerd-namespace={vm.netns}",
-                f"--containerd-plugins-namespace={vm.netns}-plugins",
-            ],
+            dockerd_argv(data_root=disk / "docker", exec_root=d / "docker-exec", pidfile=d / "docker.pid",
+                         sock=sock, config=d / "daemon.json", containerd_namespace=vm.netns),
             d / "dockerd.log",
             netns=vm.netns,
         )

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..dockerd import dockerd_argv
 from ..lab.netns import NETNS_DIR, nsenter
 from .procs import Proc, pid_alive, run, stop, stop_pid
 
@@ -301,20 +302,10 @@ class Dockerd:
         self._clients: list[Any] = []
 
     def args(self) -> list[str]:
-        return [
-            "dockerd",
-            "--bridge=none",
-            "--iptables=false",
-            "--ip-masq=false",
-            f"--data-root={self.data_root}",
-            f"--exec-root={self.exec_root}",
-            f"--pidfile={self.pidfile}",
-            f"-H=unix://{self.sock}",
-            f"--config-file={self.config_path}",
-            f"--containerd-namespace={self.containerd_namespace}",
-            f"--containerd-plugins-namespace={self.containerd_namespace}-plugins",
-            *self.extra_args,
-        ]
+        return dockerd_argv(
+            data_root=self.data_root, exec_root=self.exec_root, pidfile=self.pidfile, sock=self.sock,
+            config=self.config_path, containerd_namespace=self.containerd_namespace, extra=self.extra_args,
+        )
 
     def start(self) -> Dockerd:
         """Start dockerd and wait until ``/_ping`` answers 200."""
